@@ -1,0 +1,62 @@
+"""Patient-level, class-stratified splits: no patient ever sits on two sides."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections import Counter, defaultdict
+
+from braintumor.data.manifest import Record
+
+
+def group_of(record: Record) -> str:
+    """A patient id, or the image's own id when the patient is unknown (then it is its own group)."""
+    return f"patient:{record.patient_id}" if record.patient_id else f"image:{record.id}"
+
+
+def patient_kfold(records: list[Record], k: int = 5, seed: int = 0) -> list[int]:
+    """Fold index (0..k-1) of every record; groups = patients, balanced per class, deterministic."""
+    unknown = sum(1 for r in records if not r.patient_id)
+    if unknown:
+        warnings.warn(f"{unknown} images have no patient id; each is treated as its own patient", stacklevel=2)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        groups[group_of(r)].append(i)
+    if len(groups) < k:
+        raise ValueError(f"cannot make {k} patient-level folds from {len(groups)} patients")
+    majority = {g: Counter(records[i].label for i in idx).most_common(1)[0][0] for g, idx in groups.items()}
+    order = sorted(groups)
+    random.Random(seed).shuffle(order)
+    order.sort(key=lambda g: -len(groups[g]))  # big patients first, ties in seeded order
+    per_fold_class: list[Counter] = [Counter() for _ in range(k)]
+    per_fold: list[int] = [0] * k
+    fold_of = [0] * len(records)
+    for g in order:
+        label = majority[g]
+        best = min(range(k), key=lambda f: (per_fold_class[f][label], per_fold[f], f))
+        per_fold_class[best][label] += len(groups[g])
+        per_fold[best] += len(groups[g])
+        for i in groups[g]:
+            fold_of[i] = best
+    return fold_of
+
+
+def train_val_test_split(records: list[Record], val_fold: int = 0, test_fold: int | None = None, k: int = 5,
+                         seed: int = 0) -> dict[str, str]:
+    """``{id: "train"|"val"|"test"}`` from the patient-level k-fold assignment."""
+    folds = patient_kfold(records, k=k, seed=seed)
+    split = {}
+    for r, f in zip(records, folds):
+        split[r.id] = "val" if f == val_fold else "test" if f == test_fold else "train"
+    check_no_leakage(records, split)
+    return split
+
+
+def check_no_leakage(records: list[Record], split: dict[str, str]) -> None:
+    """Raise if any patient has images on two sides of ``split``."""
+    sides: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        sides[group_of(r)].add(split[r.id])
+    leaked = sorted(g for g, s in sides.items() if len(s) > 1)
+    if leaked:
+        raise AssertionError(f"patient leakage: {len(leaked)} patients on several sides, e.g. {leaked[:3]}")

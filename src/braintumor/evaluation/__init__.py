@@ -1,0 +1,1 @@
+"""Evaluating a model on a manifest: metrics, per-patient aggregation, reports."""

@@ -1,0 +1,7 @@
+"""Reading scans: ``load_scan`` picks a reader by file type through one registry."""
+
+from braintumor.errors import ScanError
+from braintumor.imageio.registry import SUPPORTED_SUFFIXES, load_scan
+from braintumor.imageio.scan import Scan, as_spacing
+
+__all__ = ["Scan", "ScanError", "load_scan", "as_spacing", "SUPPORTED_SUFFIXES"]

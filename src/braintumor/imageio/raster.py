@@ -1,0 +1,44 @@
+"""PNG, JPEG, BMP, TIFF through Pillow: any mode → one float32 gray channel, spacing unknown."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image
+
+from braintumor.errors import ScanError
+from braintumor.imageio.registry import check_size
+from braintumor.imageio.scan import MAX_PIXELS, Scan
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def read_raster(data: bytes, name: str, slice_index: int | None = None) -> Scan:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ScanError(name, "image dimensions exceed the decompression-bomb limit") from None
+        check_size(name, image.height, image.width)
+        fmt = image.format
+        image.load()  # raises on truncated data
+    return Scan(pixels=to_gray(image), name=name, meta={"format": fmt})
+
+
+def to_gray(image: Image.Image) -> np.ndarray:
+    """Gray float32 with the original value range (16-bit stays 16-bit); alpha is ignored."""
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("1", "CMYK", "YCbCr", "HSV", "LAB"):
+        image = image.convert("RGB" if image.mode != "1" else "L")
+    array = np.asarray(image)
+    if array.ndim == 3:
+        if image.mode == "LA":
+            array = array[..., 0]
+        else:
+            array = array[..., :3].astype(np.float32) @ _LUMA
+    return array.astype(np.float32)

@@ -1,0 +1,60 @@
+"""The ``Scan``: one 2-D slice, its physical pixel size and where that size came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+#: Minimum side (px) of anything we call an MRI slice; smaller inputs are refused, not upscaled.
+MIN_SIDE = 16
+#: Largest slice we decode (px); above it the file is treated as a decompression bomb.
+MAX_PIXELS = 8192 * 8192
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A 2-D float32 slice with in-plane spacing ``(row, col)`` in mm, or ``None`` when unknown."""
+
+    pixels: np.ndarray
+    name: str
+    spacing_mm: tuple[float, float] | None = None
+    spacing_source: str = "unknown"
+    n_slices: int = 1  # slices/frames in the file (NIfTI volume, multi-frame DICOM)
+    slice_index: int = 0
+    mask: np.ndarray | None = None  # expert mask carried by the file (Figshare .mat)
+    meta: dict = field(default_factory=dict)  # non-identifying facts (format, label, patient id for datasets)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pixels.shape  # type: ignore[return-value]
+
+    def with_spacing(self, spacing_mm: float | tuple[float, float] | None, source: str) -> "Scan":
+        if spacing_mm is None:
+            return replace(self, spacing_mm=None, spacing_source="unknown")
+        return replace(self, spacing_mm=as_spacing(spacing_mm), spacing_source=source)
+
+    def resized(self, height: int, width: int) -> "Scan":
+        """Resample to ``height × width``; the spacing is rescaled so physical size is preserved."""
+        from PIL import Image
+
+        h, w = self.shape
+        pixels = np.asarray(Image.fromarray(self.pixels).resize((width, height), Image.BILINEAR))
+        mask = None
+        if self.mask is not None:
+            mask = np.asarray(Image.fromarray(self.mask.astype(np.uint8)).resize((width, height), Image.NEAREST))
+        spacing = None
+        if self.spacing_mm is not None:
+            spacing = (self.spacing_mm[0] * h / height, self.spacing_mm[1] * w / width)
+        return replace(self, pixels=pixels, mask=mask, spacing_mm=spacing)
+
+
+def as_spacing(value: float | tuple[float, float] | list[float]) -> tuple[float, float]:
+    """``0.49`` or ``(0.49, 0.49)`` → ``(row, col)`` floats; refuses non-positive or non-finite values."""
+    if np.isscalar(value):
+        pair = (float(value), float(value))  # type: ignore[arg-type]
+    else:
+        pair = tuple(float(v) for v in value)  # type: ignore[union-attr]
+    if len(pair) != 2 or not all(np.isfinite(v) and v > 0 for v in pair):
+        raise ValueError(f"pixel spacing must be one or two positive numbers in mm, got {value!r}")
+    return pair  # type: ignore[return-value]

@@ -1,0 +1,8 @@
+"""Turning a slice into network input and network output back into the slice's geometry.
+
+Numpy + Pillow only, so training (which caches inputs) and torch-free inference share one code path.
+"""
+
+from braintumor.preprocessing.geometry import Geometry, mask_to_input, output_to_image, to_model_input
+
+__all__ = ["Geometry", "to_model_input", "mask_to_input", "output_to_image"]

@@ -1,0 +1,1 @@
+"""Training with Lightning + MONAI: cached slices, augmented training data only, safetensors runs."""

@@ -1,0 +1,92 @@
+"""The LightningModule: losses for whichever heads the network has, validation metrics per epoch."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+from torch import nn
+
+from braintumor import CLASSES
+from braintumor.evaluation.metrics import dice
+from braintumor.models import build_model
+
+
+class SliceModule(L.LightningModule):
+    def __init__(self, arch: str = "multitask_unet", lr: float = 2e-3, weight_decay: float = 1e-4,
+                 class_weights: list[float] | None = None, pretrained: bool = False):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_model(arch, num_classes=len(CLASSES), pretrained=pretrained)
+        # the reference segmenter was trained with plain BCE; ours with Dice + BCE per slice
+        self.seg_loss = nn.BCEWithLogitsLoss() if arch == "seed_unet" else DiceCELoss(sigmoid=True)
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.cls_loss = nn.CrossEntropyLoss(weight=weights, label_smoothing=0.05)
+        self._val: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def forward(self, x: torch.Tensor):
+        return self.net(x.contiguous(memory_format=torch.channels_last))
+
+    def on_fit_start(self) -> None:
+        self.net.to(memory_format=torch.channels_last)  # 1.5x faster convolutions on CPU with bf16
+
+    def training_step(self, batch, batch_idx):
+        seg, cls = self(batch["image"])
+        loss = 0.0
+        if seg is not None:
+            seg_loss = self.seg_loss(seg.float(), batch["mask"])
+            self.log("train_seg_loss", seg_loss, on_step=False, on_epoch=True)
+            loss = loss + seg_loss
+        if cls is not None:
+            cls_loss = self.cls_loss(cls.float(), batch["label"])
+            self.log("train_cls_loss", cls_loss, on_step=False, on_epoch=True)
+            loss = loss + cls_loss
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        seg, cls = self(batch["image"])
+        labels = batch["label"].cpu().numpy()
+        probs = cls.float().softmax(1).cpu().numpy() if cls is not None else np.full((len(labels), 4), np.nan)
+        masks = (seg.float() > 0).cpu().numpy()[:, 0] if seg is not None else None
+        truth = batch["mask"].cpu().numpy()[:, 0] > 0.5
+        dices = np.array([dice(m, t) for m, t in zip(masks, truth)]) if masks is not None else np.full(len(labels), np.nan)
+        self._val.append((labels, probs, dices))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        labels = np.concatenate([v[0] for v in self._val])
+        probs = np.concatenate([v[1] for v in self._val])
+        dices = np.concatenate([v[2] for v in self._val])
+        self._val.clear()
+        metrics = validation_metrics(labels, probs, dices)
+        for key, value in metrics.items():
+            self.log(key, value, prog_bar=key in ("val_acc", "val_dice_mean"), sync_dist=True)
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr,
+                                                    total_steps=max(1, self.trainer.estimated_stepping_batches),
+                                                    pct_start=0.1)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def validation_metrics(labels: np.ndarray, probs: np.ndarray, dices: np.ndarray) -> dict[str, float]:
+    """Epoch figures; ``val_score`` (model selection) = tumor-type accuracy + mean Dice on tumor slices."""
+    out: dict[str, float] = {}
+    tumor = labels != CLASSES.index("notumor")
+    score = 0.0
+    if not np.isnan(probs).all():
+        pred = probs.argmax(1)
+        out["val_acc"] = float((pred == labels).mean())
+        tumor_pred = probs[:, :3].argmax(1)  # 3-class: the tumor types, among tumor slices only
+        out["val_tumor_type_acc"] = float((tumor_pred[tumor] == labels[tumor]).mean()) if tumor.any() else 0.0
+        score += out["val_tumor_type_acc"]
+    if not np.isnan(dices).all():
+        out["val_dice_mean"] = float(dices[tumor].mean()) if tumor.any() else 0.0
+        out["val_dice_median"] = float(np.median(dices[tumor])) if tumor.any() else 0.0
+        score += out["val_dice_mean"]
+    out["val_score"] = score
+    return out
