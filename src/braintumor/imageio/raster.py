@@ -22,11 +22,11 @@ def read_raster(data: bytes, name: str, slice_index: int | None = None) -> Scan:
         try:
             image = Image.open(io.BytesIO(data))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ScanError(name, "image dimensions exceed the decompression-bomb limit") from None
+            raise ScanError(name, "image dimensions exceed the decompression bomb limit") from None
         check_size(name, image.height, image.width)
         fmt = image.format
         image.load()  # raises on truncated data
-    return Scan(pixels=to_gray(image), name=name, meta={"format": fmt})
+    return Scan(pixels=to_gray(image), name=name, meta={"format": fmt, "colorful": _colorful(image)})
 
 
 def to_gray(image: Image.Image) -> np.ndarray:
@@ -42,3 +42,11 @@ def to_gray(image: Image.Image) -> np.ndarray:
         else:
             array = array[..., :3].astype(np.float32) @ _LUMA
     return array.astype(np.float32)
+
+
+def _colorful(image: Image.Image) -> bool:
+    """True for real colour content (RGB-encoded grayscale, common in MRI exports, is not)."""
+    if image.mode not in ("RGB", "RGBA", "P"):
+        return False
+    rgb = np.asarray(image.convert("RGB").reduce(max(1, min(image.size) // 64)), dtype=np.int16)
+    return float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean()) > 8.0

@@ -17,12 +17,13 @@ Reader = Callable[[bytes, str, "int | None"], Scan]
 
 # suffix → format name; the reader for each format is imported lazily (pydicom, nibabel, h5py are slow)
 _SUFFIX_FORMAT = {
-    ".png": "raster", ".jpg": "raster", ".jpeg": "raster", ".bmp": "raster", ".tif": "raster", ".tiff": "raster",
+    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
     ".dcm": "dicom", ".dicom": "dicom", ".ima": "dicom",
     ".nii": "nifti", ".nii.gz": "nifti",
     ".mat": "matlab",
 }
 SUPPORTED_SUFFIXES = tuple(_SUFFIX_FORMAT)
+RASTER_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
 _MAX_FILE_BYTES = 512 * 1024 * 1024
 
 
@@ -33,10 +34,14 @@ def suffix_of(name: str) -> str:
 
 def sniff(data: bytes) -> str | None:
     """The format the bytes really are, from their magic numbers (None when unrecognised)."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8\xff") or data.startswith(b"BM"):
-        return "raster"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"BM"):
+        return "BMP"
     if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "raster"
+        return "TIFF"
     if data[128:132] == b"DICM":
         return "dicom"
     if data.startswith(b"\x1f\x8b") or data[344:348] in (b"n+1\x00", b"ni1\x00"):
@@ -47,7 +52,7 @@ def sniff(data: bytes) -> str | None:
 
 
 def _reader(fmt: str) -> Reader:
-    if fmt == "raster":
+    if fmt in RASTER_FORMATS:
         from braintumor.imageio.raster import read_raster as reader
     elif fmt == "dicom":
         from braintumor.imageio.dicom import read_dicom as reader
@@ -82,7 +87,8 @@ def load_scan(source: Source, name: str | None = None, slice_index: int | None =
     if claimed is None and suffix:
         raise ScanError(name, f"unsupported file type {suffix!r}; expected one of {', '.join(SUPPORTED_SUFFIXES)}")
     if actual is None and claimed != "dicom":  # DICOM without the 128-byte preamble has no magic
-        raise ScanError(name, f"content is not a {claimed or 'known'} image (unrecognised or corrupt data)")
+        kind = "raster" if claimed in RASTER_FORMATS else claimed or "known"
+        raise ScanError(name, f"content is not a {kind} image (unrecognised or corrupt data)")
     if claimed and actual and claimed != actual:
         raise ScanError(name, f"content is {actual} data but the extension {suffix!r} says {claimed}")
     fmt = actual or claimed

@@ -1,0 +1,112 @@
+"""``braintumor`` command line.  Heavy imports happen inside each command, so ``analyze`` starts fast.
+
+Errors a user can fix (bad file, bad folder, unknown option value) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from braintumor import __version__
+from braintumor.errors import ScanError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="braintumor", description="Brain MRI slice analysis: tumor type, outline, "
+                                "area in cm². Research and education only; not a medical device.")
+    p.add_argument("--version", action="version", version=f"braintumor {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("analyze", help="analyse scans (files or folders) with the shipped or a given model")
+    a.add_argument("inputs", nargs="+", type=Path, help="files or folders (searched recursively)")
+    a.add_argument("--out", type=Path, help="write results.csv, masks/ and overlays/ here")
+    a.add_argument("--spacing-mm", type=float, help="pixel spacing (mm) for inputs that carry none")
+    a.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    a.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    a.add_argument("--batch-size", type=int, default=8)
+
+    i = sub.add_parser("inspect", help="read one scan and print its size, spacing and where it came from")
+    i.add_argument("input", type=Path)
+    i.add_argument("--slice", type=int, help="slice of a NIfTI volume / frame of a multi-frame DICOM")
+
+    s = sub.add_parser("split", help="patient-level, class-stratified k-fold split of a dataset → CSV")
+    s.add_argument("--data", type=Path, required=True)
+    s.add_argument("--folds", type=int, default=5)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", type=Path, required=True, help="CSV with a 'fold' column")
+
+    t = sub.add_parser("train", help="train a model folder on a dataset (needs the 'train' extra)")
+    t.add_argument("--data", type=Path, required=True)
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--arch", default="multitask_unet", help="multitask_unet (default), seed_unet, inception_v3")
+    t.add_argument("--size", type=int, help="input side in px (default: the architecture's)")
+    t.add_argument("--epochs", type=int, default=40)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--folds", type=int, default=5)
+    t.add_argument("--val-fold", type=int, default=0)
+    t.add_argument("--max-minutes", type=float, help="stop after this much training time")
+    t.add_argument("--patience", type=int, default=12, help="early stopping patience (epochs)")
+    t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
+    t.add_argument("--devices", default="auto", help="number of devices/processes, or auto")
+    t.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn …")
+    t.add_argument("--precision", help="bf16-mixed (default), 16-mixed, 32")
+    t.add_argument("--limit-per-class", type=int, help="train on a small sample (smoke test)")
+    t.add_argument("--pretrained", action="store_true", help="ImageNet weights (inception_v3; needs timm + download)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    t.add_argument("--workers", type=int, default=0, help="data loader processes")
+
+    e = sub.add_parser("evaluate", help="evaluate a model on a dataset → report.json, report.md, plots")
+    e.add_argument("--data", type=Path, required=True)
+    e.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--split", default="auto", help="which rows: 'val' (the model's own validation patients), "
+                   "'all', or 'auto' (val when the model was trained on this dataset, else all)")
+    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (by patient)")
+
+    b = sub.add_parser("bench", help="time the default pipeline against the reference pipeline")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--images", type=int, default=20, help="images to time")
+    b.add_argument("--model", type=Path)
+
+    w = sub.add_parser("app", help="start the Streamlit web page")
+    w.add_argument("--host", default="127.0.0.1")
+    w.add_argument("--port", type=int, default=8501)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "analyze":
+            from braintumor.commands.analyze import run
+        elif args.command == "inspect":
+            from braintumor.commands.inspect import run
+        elif args.command == "split":
+            from braintumor.commands.split import run
+        elif args.command == "train":
+            from braintumor.commands.train import run
+        elif args.command == "evaluate":
+            from braintumor.commands.evaluate import run
+        elif args.command == "bench":
+            from braintumor.commands.bench import run
+        else:
+            from braintumor.commands.app import run
+        return int(run(args) or 0)
+    except (ScanError, ValueError, FileNotFoundError) as err:
+        print(f"braintumor {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ImportError as err:
+        print(f"braintumor {args.command}: error: {err.name or err} is not installed; "
+              f"pip install 'braintumor[all]'", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

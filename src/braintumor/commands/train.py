@@ -1,0 +1,25 @@
+"""``braintumor train``: see ``braintumor.training.run``."""
+
+import logging
+
+from braintumor.training.run import TrainConfig, train
+
+
+def run(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    try:
+        out = train(TrainConfig(
+            data=args.data, out=args.out, arch=args.arch, size=args.size, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, seed=args.seed, folds=args.folds, val_fold=args.val_fold,
+            max_minutes=args.max_minutes, patience=args.patience, devices=devices, accelerator=args.accelerator,
+            strategy=args.strategy, precision=args.precision, limit_per_class=args.limit_per_class,
+            pretrained=args.pretrained, resume=args.resume, num_workers=args.workers))
+    except MemoryError:
+        raise ValueError("out of memory: lower --batch-size or --size") from None
+    except RuntimeError as err:
+        if "out of memory" in str(err).lower():
+            raise ValueError("out of memory: lower --batch-size or --size") from None
+        raise
+    print(f"model folder: {out}")
+    return 0

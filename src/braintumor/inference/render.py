@@ -1,0 +1,62 @@
+"""Pictures of a result: the slice with a red outline and translucent fill, and Grad-CAM heat maps."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+RED = np.array([255, 0, 0], dtype=np.float32)
+
+
+def display_gray(pixels: np.ndarray) -> np.ndarray:
+    """uint8 view of a slice, windowed to its 0.5–99.5 percentiles."""
+    lo, hi = np.percentile(pixels, [0.5, 99.5])
+    return (np.clip((pixels - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def boundary(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """Pixels of ``mask`` within ``width`` px of its edge (4-neighbourhood erosion)."""
+    inner = mask.astype(bool)
+    for _ in range(width):
+        padded = np.pad(inner, 1)
+        inner = inner & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask.astype(bool) & ~inner
+
+
+def overlay(pixels: np.ndarray, mask: np.ndarray, text: str | None = None, alpha: float = 0.3) -> Image.Image:
+    """RGB image: translucent red fill and a solid red contour, optional caption at the top."""
+    gray = display_gray(pixels).astype(np.float32)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    m = mask.astype(bool)
+    rgb[m] = (1 - alpha) * rgb[m] + alpha * RED
+    rgb[boundary(m, width=max(1, round(max(mask.shape) / 256)))] = RED
+    image = Image.fromarray(rgb.astype(np.uint8))
+    if text:
+        _caption(image, text)
+    return image
+
+
+def heatmap(pixels: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> Image.Image:
+    """RGB image: the slice under a jet-like colour map of ``cam`` (values in [0, 1])."""
+    gray = display_gray(pixels).astype(np.float32)[..., None]
+    c = np.clip(cam, 0, 1)[..., None]
+    colour = np.concatenate([np.clip(1.5 - np.abs(4 * c - 3), 0, 1), np.clip(1.5 - np.abs(4 * c - 2), 0, 1),
+                             np.clip(1.5 - np.abs(4 * c - 1), 0, 1)], axis=2) * 255
+    return Image.fromarray(((1 - alpha) * gray + alpha * colour).astype(np.uint8))
+
+
+def _caption(image: Image.Image, text: str) -> None:
+    draw = ImageDraw.Draw(image)
+    size = max(12, image.width // 32)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    box = draw.textbbox((0, 0), text, font=font)
+    draw.rectangle((0, 0, box[2] + 2 * (size // 3), box[3] + 2 * (size // 3)), fill=(0, 0, 0))
+    draw.text((size // 3, size // 3), text, fill=(255, 255, 255), font=font)
+
+
+def caption_of(result) -> str:
+    area = "area: needs pixel spacing" if result.area_cm2 is None else f"area {result.area_cm2:.2f} cm²"
+    return f"{result.label} ({result.confidence:.0%}), {area}"

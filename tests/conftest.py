@@ -1,0 +1,81 @@
+"""Shared fixtures: the real data folders (skipped with a reason where absent) and small scan builders."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+DEV, DEV512 = DATA / "dev", DATA / "dev-512"
+
+
+def _require(folder: Path) -> Path:
+    if not (folder / "index.csv").is_file():
+        pytest.skip(f"real data not present at {folder} (it is only on the project's machines)")
+    return folder
+
+
+@pytest.fixture
+def dev() -> Path:
+    return _require(DEV)
+
+
+@pytest.fixture
+def dev512() -> Path:
+    return _require(DEV512)
+
+
+def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format="PNG") if mode else Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def write_dicom(path: Path, pixels: np.ndarray, spacing=(0.5, 0.7), slope=1.0, intercept=0.0,
+                photometric="MONOCHROME2", frames: int | None = None, with_pixels: bool = True) -> Path:
+    """A minimal, valid MR image DICOM written with pydicom."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientName, ds.PatientID = "MR", "Doe^Jane", "SECRET-ID"
+    rows, cols = pixels.shape[-2:]
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    if spacing is not None:
+        ds.PixelSpacing = [str(spacing[0]), str(spacing[1])]
+    ds.RescaleSlope, ds.RescaleIntercept = str(slope), str(intercept)
+    if frames:
+        ds.NumberOfFrames = frames
+    if with_pixels:
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+def write_figshare_mat(path: Path, image: np.ndarray, mask: np.ndarray, label: int = 2, pid: str = "MR040240B") -> Path:
+    """A MATLAB v7.3 file in the Figshare layout: HDF5 with a 512-byte header, column-major arrays."""
+    import h5py
+
+    with h5py.File(path, "w", userblock_size=512) as f:
+        g = f.create_group("cjdata")
+        g["image"] = image.T.astype(np.int16)  # MATLAB writes column-major: rows and columns swap in HDF5
+        g["tumorMask"] = mask.T.astype(np.uint8)
+        g["label"] = np.array([[label]], dtype=np.float64)
+        g["PID"] = np.array([[ord(c)] for c in pid], dtype=np.uint16)
+        g["tumorBorder"] = np.zeros((1, 4))
+    with open(path, "r+b") as f:
+        f.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan 1 00:00:00 2015 HDF5 schema 1.00 .")
+    return path
