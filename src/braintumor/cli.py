@@ -63,8 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data", type=Path, required=True)
     e.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
     e.add_argument("--out", type=Path, required=True)
-    e.add_argument("--split", default="auto", help="which rows: 'val' (the model's own validation patients), "
-                   "'all', or 'auto' (val when the model was trained on this dataset, else all)")
+    e.add_argument("--split", choices=["unseen", "all"], default="unseen",
+                   help="'unseen' (default): only rows of patients the model was not trained on; "
+                        "'all': every row, refused if any belongs to a training patient")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (by patient)")
 
     b = sub.add_parser("bench", help="time the default pipeline against the reference pipeline")

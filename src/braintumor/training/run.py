@@ -128,6 +128,7 @@ def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, sp
     import monai
     import torch
 
+    from braintumor.data.splits import group_hash
     from braintumor.inference.bundle import record_files
     from braintumor.inference.export import export_onnx, save_weights
     from braintumor.training.plots import plot_curves
@@ -154,6 +155,9 @@ def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, sp
         "training": {
             "data": str(cfg.data), "images": {k: dict(v) for k, v in sides.items()}, "patients": patients,
             "split": f"patient-level class-stratified {cfg.folds}-fold, seed {cfg.seed}, validation fold {cfg.val_fold}",
+            "split_recipe": {"folds": cfg.folds, "seed": cfg.seed, "val_fold": cfg.val_fold},
+            # one-way keys of every training patient/image, so evaluation can refuse to score them
+            "train_groups_sha256": sorted({group_hash(r) for r in records if split[r.id] == "train"}),
             "epochs_run": metrics.get("epoch"), "max_epochs": cfg.epochs, "batch_size": cfg.batch_size,
             "lr": cfg.lr, "seed": cfg.seed, "seconds": round(seconds), "precision": cfg.precision or "bf16-mixed",
             "augmentation": "training images only: affine (±15°, ±15% zoom, ±12 px), left-right flip, bias field, "

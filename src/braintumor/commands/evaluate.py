@@ -1,0 +1,17 @@
+"""``braintumor evaluate``: a model folder on a dataset → OUT/report.json, report.md, CSVs, plots."""
+
+from braintumor.evaluation.evaluate import evaluate, summarise
+from braintumor.evaluation.report import write_report
+from braintumor.inference import Analyzer
+
+
+def run(args) -> int:
+    analyzer = Analyzer.load(args.model)
+    outcomes, described = evaluate(args.data, analyzer, split=args.split)
+    report = summarise(outcomes, n_boot=args.bootstrap)
+    write_report(report, outcomes, args.out, described, analyzer.card)
+    print(f"{described}\n{report['n_images']} images: tumor-type accuracy {report['tumor_type_accuracy']:.1%}, "
+          f"4-class accuracy {report['accuracy']:.1%}, Dice mean {report['dice_mean']:.3f} "
+          f"(median {report['dice_median']:.3f}), area error median {report['area_error_median']:.1%} → "
+          f"{args.out / 'report.md'}")
+    return 0

@@ -1,0 +1,163 @@
+"""Evaluate a model folder on a manifest at each image's native resolution, never augmenting.
+
+Rows are chosen so no training patient is ever scored: the model card carries one-way keys of its
+training patients (and of no-tumor images, which have no patient id); on the training dataset itself
+the unseen rows are exactly the model's patient-level validation fold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from braintumor import CLASSES, TUMOR_CLASSES
+from braintumor.data import Record, load_mask, read_manifest
+from braintumor.data.splits import group_hash, group_of
+from braintumor.errors import ScanError
+from braintumor.evaluation import metrics as M
+from braintumor.imageio import load_scan
+
+
+@dataclass
+class SliceOutcome:
+    record: Record
+    true: int
+    pred: int | None
+    probs: np.ndarray | None
+    dice: float | None = None
+    iou: float | None = None
+    hd95_mm: float | None = None
+    area_true_cm2: float | None = None
+    area_pred_cm2: float | None = None
+    error: str | None = None
+
+
+def select_rows(records: list[Record], card: dict, split: str) -> tuple[list[Record], str]:
+    """The rows to score and a sentence saying which they are: never a training patient's."""
+    trained = set(card.get("training", {}).get("train_groups_sha256", []))
+    if not trained:
+        raise ScanError("model", "the model card does not list its training patients, so evaluation cannot "
+                                 "guarantee it scores unseen patients only")
+    unseen = [r for r in records if group_hash(r) not in trained]
+    n_seen = len(records) - len(unseen)
+    if split == "all" and n_seen:
+        raise ScanError("dataset", f"{n_seen} rows of this dataset belong to the model's training patients; "
+                                   "evaluate with --split unseen")
+    if not unseen:
+        raise ScanError("dataset", "every row belongs to a patient the model was trained on; nothing to evaluate")
+    patients = len({group_of(r) for r in unseen if r.patient_id})
+    if not n_seen:
+        return unseen, f"all {len(unseen)} rows ({patients} patients), none used to train the model"
+    return unseen, (f"the {len(unseen)} rows of patients never used in training ({patients} patients; for the training "
+                    f"dataset this is the model's patient-level validation fold); {n_seen} rows of training "
+                    "patients left out")
+
+
+def evaluate(data, analyzer, split: str = "unseen", progress: bool = True) -> tuple[list[SliceOutcome], str]:
+    records, described = select_rows(read_manifest(data), analyzer.card, split)
+    outcomes = []
+    for r in tqdm(records, desc="evaluating", disable=not progress, leave=False):
+        true = CLASSES.index(r.label)
+        try:
+            scan = load_scan(r.image)
+            truth = scan.mask if scan.mask is not None else load_mask(r, scan.shape)
+        except ScanError as err:
+            outcomes.append(SliceOutcome(r, true, None, None, error=str(err)))
+            continue
+        result = analyzer.analyze_scans([scan])[0]
+        probs = np.array([result.probabilities[c] for c in CLASSES])
+        o = SliceOutcome(r, true, int(probs.argmax()), probs)
+        if r.label != "notumor":
+            spacing = scan.spacing_mm or ((r.spacing_mm, r.spacing_mm) if r.spacing_mm else None)
+            o.dice, o.iou = M.dice(result.mask, truth), M.iou(result.mask, truth)
+            if spacing:
+                o.hd95_mm = M.hausdorff95(result.mask, truth, spacing)
+                o.area_true_cm2 = M.area_cm2(int(truth.sum()), spacing)
+                o.area_pred_cm2 = M.area_cm2(int(result.mask.sum()), spacing)
+        outcomes.append(o)
+    return outcomes, described
+
+
+def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -> dict:
+    """All figures of report.json: classification (4-class and 3 tumor types), segmentation, area, CIs."""
+    ok = [o for o in outcomes if o.error is None]
+    y = np.array([o.true for o in ok])
+    p = np.array([o.pred for o in ok])
+    probs = np.stack([o.probs for o in ok])
+    cm = M.confusion_matrix(y, p, len(CLASSES))
+    scores = M.per_class_scores(cm)
+    tumor = y < len(TUMOR_CLASSES)
+    type_pred = probs[tumor, :3].argmax(1)
+    cm3 = M.confusion_matrix(y[tumor], type_pred, 3)
+    scores3 = M.per_class_scores(cm3)
+    seg = [o for o in ok if o.dice is not None]
+    area = [o for o in seg if o.area_true_cm2]
+    rel = np.array([abs(o.area_pred_cm2 - o.area_true_cm2) / o.area_true_cm2 for o in area])
+    hd = np.array([o.hd95_mm for o in seg if o.hd95_mm is not None and np.isfinite(o.hd95_mm)])
+    dices = np.array([o.dice for o in seg])
+    report = {
+        "n_images": len(ok), "n_unreadable": len(outcomes) - len(ok),
+        "n_patients": len({group_of(o.record) for o in ok if o.record.patient_id}),
+        "accuracy": float((y == p).mean()),
+        "tumor_type_accuracy": float((type_pred == y[tumor]).mean()),
+        "tumor_type_accuracy_4way": float((p[tumor] == y[tumor]).mean()),
+        "macro_f1": float(scores["f1"].mean()),
+        "weighted_f1": float((scores["f1"] * scores["support"]).sum() / scores["support"].sum()),
+        "tumor_type_macro_f1": float(scores3["f1"].mean()),
+        "dice_mean": float(dices.mean()) if len(dices) else None,
+        "dice_median": float(np.median(dices)) if len(dices) else None,
+        "iou_mean": float(np.mean([o.iou for o in seg])) if seg else None,
+        "hd95_mm_median": float(np.median(hd)) if len(hd) else None,
+        "hd95_mm_mean": float(hd.mean()) if len(hd) else None,
+        "area_error_median": float(np.median(rel)) if len(rel) else None,
+        "area_abs_error_cm2_median": float(np.median([abs(o.area_pred_cm2 - o.area_true_cm2) for o in area]))
+        if area else None,
+        "missed_tumors": int(sum(o.dice == 0 for o in seg)),
+        "classes": list(CLASSES),
+        "per_class": {c: {k: float(v[i]) for k, v in scores.items()} for i, c in enumerate(CLASSES)},
+        "tumor_type_per_class": {c: {k: float(v[i]) for k, v in scores3.items()} for i, c in enumerate(TUMOR_CLASSES)},
+        "confusion_matrix": cm.tolist(),
+        "tumor_type_confusion_matrix": cm3.tolist(),
+        "segmentation_per_class": {
+            c: {"n": len(s), "dice_mean": float(np.mean([o.dice for o in s])),
+                "dice_median": float(np.median([o.dice for o in s]))}
+            for c in TUMOR_CLASSES if (s := [o for o in seg if o.record.label == c])},
+    }
+    report["per_patient"] = per_patient(ok)
+    report["ci95"] = bootstrap(ok, n_boot, seed)
+    return report
+
+
+def per_patient(ok: list[SliceOutcome]) -> dict:
+    """Figures with each patient counted once (the mean over that patient's slices)."""
+    groups: dict[str, list[SliceOutcome]] = {}
+    for o in ok:
+        if o.record.patient_id:
+            groups.setdefault(o.record.patient_id, []).append(o)
+    acc = [np.mean([o.true == o.pred for o in g]) for g in groups.values()]
+    dice = [np.mean([o.dice for o in g]) for g in groups.values() if g[0].dice is not None]
+    return {"n_patients": len(groups), "accuracy_mean": float(np.mean(acc)) if acc else None,
+            "dice_mean": float(np.mean(dice)) if dice else None}
+
+
+def bootstrap(ok: list[SliceOutcome], n_boot: int, seed: int) -> dict:
+    """95% intervals resampling whole patients (images without a patient id count as their own patient)."""
+    groups: dict[str, list[SliceOutcome]] = {}
+    for o in ok:
+        groups.setdefault(group_of(o.record), []).append(o)
+    keys = list(groups)
+    rng = np.random.default_rng(seed)
+    stats: dict[str, list[float]] = {"accuracy": [], "tumor_type_accuracy": [], "dice_mean": [], "area_error_median": []}
+    for _ in range(n_boot):
+        sample = [o for k in rng.choice(len(keys), len(keys)) for o in groups[keys[k]]]
+        tumor = [o for o in sample if o.true < 3]
+        stats["accuracy"].append(np.mean([o.true == o.pred for o in sample]))
+        if tumor:
+            stats["tumor_type_accuracy"].append(np.mean([o.probs[:3].argmax() == o.true for o in tumor]))
+            stats["dice_mean"].append(np.mean([o.dice for o in tumor]))
+            rel = [abs(o.area_pred_cm2 - o.area_true_cm2) / o.area_true_cm2 for o in tumor if o.area_true_cm2]
+            if rel:
+                stats["area_error_median"].append(np.median(rel))
+    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in stats.items() if v}

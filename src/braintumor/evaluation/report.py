@@ -1,0 +1,123 @@
+"""report.json, report.md, per-slice CSV, confusion matrices (CSV + PNG) and plots of an evaluation."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from braintumor import CLASSES, TUMOR_CLASSES
+
+
+def write_report(report: dict, outcomes, out: Path, described: str, model_card: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    report = {**report, "split": described, "model": model_card.get("name"),
+              "model_training": model_card.get("training", {}).get("split")}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    _per_slice_csv(outcomes, out / "per_slice.csv")
+    for key, names, stem in (("confusion_matrix", CLASSES, "confusion_matrix"),
+                             ("tumor_type_confusion_matrix", TUMOR_CLASSES, "confusion_matrix_tumor_types")):
+        _matrix_csv(report[key], names, out / f"{stem}.csv")
+    _plots(report, outcomes, out)
+    (out / "report.md").write_text(markdown(report))
+
+
+def _per_slice_csv(outcomes, path: Path) -> None:
+    fields = ["id", "patient_id", "label", "predicted", "confidence", "dice", "iou", "hd95_mm", "area_true_cm2",
+              "area_pred_cm2", "error"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for o in outcomes:
+            writer.writerow({
+                "id": o.record.id, "patient_id": o.record.patient_id or "", "label": o.record.label,
+                "predicted": "" if o.pred is None else CLASSES[o.pred],
+                "confidence": "" if o.probs is None else round(float(o.probs.max()), 4),
+                **{k: "" if getattr(o, k) is None else round(float(getattr(o, k)), 4)
+                   for k in ("dice", "iou", "hd95_mm", "area_true_cm2", "area_pred_cm2")},
+                "error": o.error or ""})
+
+
+def _matrix_csv(matrix, names, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted", *names])
+        for name, row in zip(names, matrix):
+            writer.writerow([name, *row])
+
+
+def _plots(report: dict, outcomes, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for key, names, stem in (("confusion_matrix", CLASSES, "confusion_matrix"),
+                             ("tumor_type_confusion_matrix", TUMOR_CLASSES, "confusion_matrix_tumor_types")):
+        cm = np.array(report[key])
+        fig, ax = plt.subplots(figsize=(5, 4.5))
+        ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", color="black")
+        ax.set_xticks(range(len(names)), names, rotation=30)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        fig.tight_layout()
+        fig.savefig(out / f"{stem}.png", dpi=100)
+        plt.close(fig)
+    seg = [o for o in outcomes if o.dice is not None]
+    if seg:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        axes[0].hist([o.dice for o in seg], bins=20, range=(0, 1))
+        axes[0].set_title("Dice per tumor slice")
+        area = [o for o in seg if o.area_true_cm2]
+        axes[1].scatter([o.area_true_cm2 for o in area], [o.area_pred_cm2 for o in area], s=8)
+        top = max([o.area_true_cm2 for o in area] + [o.area_pred_cm2 for o in area] + [1])
+        axes[1].plot([0, top], [0, top], "k--", lw=1)
+        axes[1].set_xlabel("true area (cm²)")
+        axes[1].set_ylabel("predicted area (cm²)")
+        fig.tight_layout()
+        fig.savefig(out / "segmentation.png", dpi=100)
+        plt.close(fig)
+
+
+def _fmt(value, pct=False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.1f}%" if pct else f"{value:.3f}"
+
+
+def markdown(r: dict) -> str:
+    ci = r.get("ci95", {})
+    interval = lambda k, pct: f" (95% CI {_fmt(ci[k][0], pct)}–{_fmt(ci[k][1], pct)})" if k in ci else ""
+    lines = [
+        f"# Evaluation of {r.get('model')}", "",
+        f"Split: {r['split']}.", f"Images: {r['n_images']} ({r['n_unreadable']} unreadable), "
+        f"patients: {r['n_patients']}. No augmentation; masks compared at each image's native resolution.", "",
+        "| metric | value |", "|---|---|",
+        f"| tumor-type accuracy (3 classes, tumor slices) | {_fmt(r['tumor_type_accuracy'], True)}"
+        f"{interval('tumor_type_accuracy', True)} |",
+        f"| tumor-type accuracy with the 4-class decision | {_fmt(r['tumor_type_accuracy_4way'], True)} |",
+        f"| accuracy (4 classes) | {_fmt(r['accuracy'], True)}{interval('accuracy', True)} |",
+        f"| macro F1 (4 classes) / (3 tumor types) | {_fmt(r['macro_f1'])} / {_fmt(r['tumor_type_macro_f1'])} |",
+        f"| Dice mean / median (tumor slices) | {_fmt(r['dice_mean'])}{interval('dice_mean', False)} / "
+        f"{_fmt(r['dice_median'])} |",
+        f"| IoU mean | {_fmt(r['iou_mean'])} |",
+        f"| HD95 median / mean (mm) | {_fmt(r['hd95_mm_median'])} / {_fmt(r['hd95_mm_mean'])} |",
+        f"| area relative error, median | {_fmt(r['area_error_median'], True)}{interval('area_error_median', True)} |",
+        f"| tumors missed entirely (Dice 0) | {r['missed_tumors']} |",
+        "", "## Per class (4-class decision)", "", "| class | precision | recall | F1 | n |", "|---|---|---|---|---|",
+        *[f"| {c} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | {_fmt(v['f1'])} | {int(v['support'])} |"
+          for c, v in r["per_class"].items()],
+        "", "## Segmentation per tumor type", "", "| class | n | Dice mean | Dice median |", "|---|---|---|---|",
+        *[f"| {c} | {v['n']} | {_fmt(v['dice_mean'])} | {_fmt(v['dice_median'])} |"
+          for c, v in r["segmentation_per_class"].items()],
+        "", f"Per patient (each patient once): accuracy {_fmt(r['per_patient']['accuracy_mean'], True)}, "
+            f"Dice {_fmt(r['per_patient']['dice_mean'])} over {r['per_patient']['n_patients']} patients.",
+        "", "The no-tumor images come from another source and MRI sequence than the tumor slices: 4-class figures "
+            "overstate skill; the 3-class tumor-type figures are the honest measure.", "",
+    ]
+    return "\n".join(lines)
