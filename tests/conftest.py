@@ -79,3 +79,53 @@ def write_figshare_mat(path: Path, image: np.ndarray, mask: np.ndarray, label: i
     with open(path, "r+b") as f:
         f.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan 1 00:00:00 2015 HDF5 schema 1.00 .")
     return path
+
+
+def make_manifest(root: Path, patients_per_class: int = 4, per_patient: int = 2, side: int = 64) -> Path:
+    """A tiny dataset in the manifest layout: bright blobs whose position depends on the class."""
+    import csv
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rows = []
+    centres = {"glioma": (20, 20), "meningioma": (20, 44), "pituitary": (44, 32)}
+    yy, xx = np.mgrid[:side, :side]
+    n = 0
+    for label in ["glioma", "meningioma", "pituitary", "notumor"]:
+        for p in range(patients_per_class):
+            for _ in range(per_patient):
+                n += 1
+                image = rng.normal(40, 10, (side, side))
+                mask = np.zeros((side, side), np.uint8)
+                if label != "notumor":
+                    cy, cx = centres[label]
+                    mask = (((yy - cy - rng.integers(-3, 4)) ** 2 + (xx - cx) ** 2) < 49).astype(np.uint8)
+                    image += mask * 150
+                Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "images" / f"s{n}.png")
+                if label != "notumor":
+                    Image.fromarray(mask * 255).save(root / "masks" / f"s{n}.png")
+                rows.append({"id": f"s{n}", "image": f"images/s{n}.png",
+                             "mask": f"masks/s{n}.png" if label != "notumor" else "", "label": label,
+                             "patient_id": f"{label}{p}" if label != "notumor" else "", "spacing_mm": "0.5"})
+    with open(root / "index.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_manifest(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_data, tmp_path_factory) -> Path:
+    """A multi-task model folder trained for two epochs on the tiny set (seconds)."""
+    from braintumor.training.run import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("model")
+    return train(TrainConfig(data=tiny_data, out=out, size=32, epochs=2, batch_size=4, folds=4, progress=False))

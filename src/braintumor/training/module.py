@@ -65,6 +65,12 @@ class SliceModule(L.LightningModule):
         for key, value in metrics.items():
             self.log(key, value, prog_bar=key in ("val_acc", "val_dice_mean"), sync_dist=True)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # a resumed run may be given more epochs: keep the step count, rebuild the schedule's length
+        for state in checkpoint.get("lr_schedulers", []):
+            state.pop("total_steps", None)
+            state.pop("_schedule_phases", None)
+
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr,

@@ -74,7 +74,7 @@ def train(cfg: TrainConfig) -> Path:
     counts = np.bincount(cache["label"][train_idx].numpy(), minlength=len(CLASSES)).astype(float)
     class_weights = np.sqrt(counts.sum() / (len(CLASSES) * np.maximum(counts, 1)))  # tempered inverse frequency
     train_loader = torch.utils.data.DataLoader(
-        SliceDataset(cache, train_idx, train_transforms()), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+        SliceDataset(cache, train_idx, train_transforms().set_random_state(seed=cfg.seed)), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
         num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
     val_loader = torch.utils.data.DataLoader(SliceDataset(cache, val_idx), batch_size=64, num_workers=0)
 

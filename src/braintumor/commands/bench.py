@@ -1,0 +1,134 @@
+"""``braintumor bench``: the default pipeline against the original project's, rebuilt in PyTorch.
+
+Both run on the same 512×512 slices in this process, one image at a time, from file to area: the
+default = ONNX Runtime multi-task U-Net at its input size; the reference = eager PyTorch InceptionV3
+(299×299) + the small U-Net (256×256) with random weights (timing only).  Peak RSS of the default
+pipeline is read before torch is imported; cold start is a fresh ``braintumor analyze`` process.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from braintumor.inference import Analyzer
+
+DEV512 = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "dev-512" / "images"
+
+
+def _images(n: int, folder: Path) -> list[Path]:
+    real = sorted(DEV512.glob("*.png"))[:n] if DEV512.is_dir() else []
+    if real:
+        return real
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:512, :512]
+    paths = []
+    for i in range(n):  # a bright ellipse "head" with a brighter blob, so the pipeline has work to do
+        head = ((yy - 256) / 220) ** 2 + ((xx - 256) / 180) ** 2 < 1
+        img = head * 90 + rng.normal(0, 8, (512, 512)) + (((yy - 200 - i) ** 2 + (xx - 300) ** 2) < 900) * 120
+        paths.append(folder / f"synthetic_{i}.png")
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(paths[-1])
+    return paths
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _time_each(fn, items, repeats: int = 3) -> float:
+    fn(items[0])  # warm-up
+    times = []
+    for _ in range(repeats):
+        for item in items:
+            t = time.perf_counter()
+            fn(item)
+            times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def _default(analyzer: Analyzer, path: Path) -> None:
+    result = analyzer.analyze(path, spacing_mm=0.49)
+    _ = result.area_cm2, result.contours
+
+
+def _reference_pipeline():
+    import torch
+    from PIL import Image
+
+    from braintumor.imageio import load_scan
+    from braintumor.models.inception import InceptionV3
+    from braintumor.models.seed_unet import SeedUNet
+
+    torch.set_num_threads(2)
+    classifier, segmenter = InceptionV3().eval(), SeedUNet().eval()
+
+    def run(path: Path) -> None:
+        scan = load_scan(path)
+        pixels = scan.pixels / max(float(scan.pixels.max()), 1.0)
+        image = Image.fromarray(pixels.astype(np.float32), mode="F")
+        with torch.inference_mode():
+            x299 = torch.from_numpy(np.asarray(image.resize((299, 299), Image.BILINEAR)))[None, None]
+            classifier(x299)[1].softmax(1)
+            x256 = torch.from_numpy(np.asarray(image.resize((256, 256), Image.BILINEAR)))[None, None]
+            prob = torch.sigmoid(segmenter(x256)[0])[0, 0].numpy()
+        mask = np.asarray(Image.fromarray(prob, mode="F").resize(scan.shape[::-1], Image.BILINEAR)) > 0.5
+        _ = int(mask.sum()) * 0.49 * 0.49 / 100
+
+    return run
+
+
+def _cold_start(image: Path, model: Path | None) -> float:
+    times = []
+    for _ in range(3):
+        cmd = [sys.executable, "-m", "braintumor.cli", "analyze", str(image), "--json", "--spacing-mm", "0.49"]
+        cmd += ["--model", str(model)] if model else []
+        t = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=True, timeout=120)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def run(args) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        images = _images(args.images, Path(tmp))
+        cold = _cold_start(images[0], args.model)
+        analyzer = Analyzer.load(args.model)
+        ms = _time_each(lambda p: _default(analyzer, p), images)
+        from braintumor.imageio import load_scan
+
+        scans = [load_scan(p) for p in images]
+        t = time.perf_counter()
+        for i in range(0, len(scans), 8):
+            analyzer.analyze_scans(scans[i:i + 8], spacing_mm=0.49)
+        batch_ips = len(scans) / (time.perf_counter() - t)
+        rss = _rss_mb()  # before torch is imported: the default pipeline's own peak
+        reference = _reference_pipeline()
+        ms_ref = _time_each(reference, images)
+        rss_ref = _rss_mb()
+    out = {
+        "images": len(images), "image_source": "dev-512 slices" if DEV512.is_dir() else "synthetic 512×512",
+        "input_size": analyzer.size, "ms_per_image": round(ms, 2), "ms_per_image_reference": round(ms_ref, 2),
+        "speedup": round(ms_ref / ms, 2), "images_per_s_batch": round(batch_ips, 1), "peak_rss_mb": round(rss, 1),
+        "peak_rss_mb_with_reference": round(rss_ref, 1), "cold_start_s": round(cold, 3),
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{out['images']} {out['image_source']}, one at a time (read → both tasks → mask at full size → "
+              f"area → contour)\n"
+              f"  default   (ONNX Runtime, multi-task U-Net {analyzer.size}px): {ms:7.1f} ms/image, "
+              f"{batch_ips:.0f} img/s in batches of 8, peak RSS {rss:.0f} MB, cold start {cold:.2f} s\n"
+              f"  reference (PyTorch InceptionV3 299px + small U-Net 256px): {ms_ref:7.1f} ms/image "
+              f"(process RSS with both {rss_ref:.0f} MB)\n"
+              f"  speedup {ms_ref / ms:.1f}×")
+    return 0

@@ -1,0 +1,80 @@
+"""Training on a tiny synthetic set: a loadable, checksummed model folder with a card; resume; failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from braintumor.cli import main
+from braintumor.training.run import TrainConfig, train
+
+
+def test_run_folder_is_complete(tiny_model):
+    card = json.loads((tiny_model / "card.json").read_text())
+    assert card["architecture"] == "multitask_unet" and card["classes"] == ["glioma", "meningioma", "pituitary", "notumor"]
+    assert card["input"]["size"] == 32 and "intended_use" in card and "torch" in card["software"]
+    assert card["training"]["split_recipe"] == {"folds": 4, "seed": 0, "val_fold": 0}
+    assert {"val_acc", "val_dice_mean", "val_tumor_type_acc"} <= set(card["validation"])
+    assert set(card["files"]) == {"model.safetensors", "model.onnx"}
+    weights = load_file(str(tiny_model / "model.safetensors"))
+    assert any(k.startswith("class_head") for k in weights) and all(np.isfinite(v).all() for v in weights.values())
+    rows = list(csv.DictReader(open(tiny_model / "logs" / "metrics.csv")))
+    assert {r["epoch"] for r in rows} == {"0", "1"}
+    assert (tiny_model / "curves.png").stat().st_size > 1000
+    assert not list(tiny_model.glob("*.pt")) and not list(tiny_model.glob("*.pth"))
+
+
+def test_training_patients_never_validate(tiny_model):
+    rows = list(csv.DictReader(open(tiny_model / "split.csv")))
+    sides = {}
+    for r in rows:
+        if r["patient_id"]:
+            sides.setdefault(r["patient_id"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in sides.values()) and {"train", "val"} == {r["split"] for r in rows}
+
+
+def test_same_seed_same_weights_and_resume(tiny_data, tmp_path):
+    a = train(TrainConfig(data=tiny_data, out=tmp_path / "a", size=32, epochs=1, batch_size=4, folds=4, progress=False))
+    b = train(TrainConfig(data=tiny_data, out=tmp_path / "b", size=32, epochs=1, batch_size=4, folds=4, progress=False))
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+    train(TrainConfig(data=tiny_data, out=tmp_path / "a", size=32, epochs=2, batch_size=4, folds=4, progress=False,
+                      resume=True))
+    epochs = {r["epoch"] for r in csv.DictReader(open(tmp_path / "a" / "logs" / "metrics.csv"))}
+    assert "1" in epochs
+
+
+@pytest.mark.parametrize("arch", ["seed_unet", "inception_v3"])
+def test_reference_architectures_train(tiny_data, tmp_path, arch):
+    out = train(TrainConfig(data=tiny_data, out=tmp_path / arch, arch=arch, size=32 if arch == "seed_unet" else 75,
+                            epochs=1, batch_size=4, folds=4, progress=False))
+    card = json.loads((out / "card.json").read_text())
+    assert card["architecture"] == arch and "model.safetensors" in card["files"]
+
+
+def test_failures_are_clear(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert "dataset folder does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "no images found" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--arch", "resnet9000"]) == 2
+    assert "unknown architecture 'resnet9000'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tiny_data, tmp_path):
+    out = tmp_path / "ddp"
+    done = subprocess.run([sys.executable, "-m", "braintumor.cli", "train", "--data", str(tiny_data), "--out", str(out),
+                           "--size", "32", "--epochs", "1", "--batch-size", "4", "--folds", "4",
+                           "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "world_size=2" in done.stderr or "distributed_backend=gloo" in done.stderr
+    assert json.loads((out / "card.json").read_text())["files"]["model.safetensors"]["sha256"]
