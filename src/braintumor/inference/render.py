@@ -49,9 +49,9 @@ def _caption(image: Image.Image, text: str) -> None:
     draw = ImageDraw.Draw(image)
     size = max(12, image.width // 32)
     try:
-        font = ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        font = ImageFont.load_default()
+        font = ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:  # no DejaVu on this system: Pillow's own font, which lacks '²'
+        font, text = ImageFont.load_default(size=size), text.replace("²", "2")
     box = draw.textbbox((0, 0), text, font=font)
     draw.rectangle((0, 0, box[2] + 2 * (size // 3), box[3] + 2 * (size // 3)), fill=(0, 0, 0))
     draw.text((size // 3, size // 3), text, fill=(255, 255, 255), font=font)

@@ -1,0 +1,84 @@
+"""The Streamlit page: upload scans, see type, confidence, outline, area and Grad-CAM.  Run with ``braintumor app``."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from braintumor.app.views import (INTENDED_USE, MAX_UPLOAD_MB, SPACING_HINT, analyze_upload, file_key,
+                                  gradcam_image, probabilities_table, results_csv)
+from braintumor.inference import Analyzer
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def analyzer() -> Analyzer:
+    """One model per process, shared by every session."""
+    return Analyzer.default()
+
+
+@st.cache_resource(show_spinner="Loading Grad-CAM…")
+def explainer():
+    from braintumor.inference.bundle import DEFAULT_MODEL_DIR
+    from braintumor.inference.explain import Explainer
+
+    return Explainer(DEFAULT_MODEL_DIR)
+
+
+def _torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("monai") is not None
+
+
+st.set_page_config(page_title="braintumor — MRI slice analysis", layout="wide")
+st.title("Brain tumor MRI slice analysis")
+st.info(INTENDED_USE)
+
+with st.sidebar:
+    st.header("Pixel spacing")
+    spacing = st.number_input("Spacing for files without one (mm per pixel; 0 = unknown)", min_value=0.0,
+                              max_value=10.0, value=0.0, step=0.01, format="%.3f", key="spacing")
+    st.caption(SPACING_HINT)
+    show_cam = st.toggle("Show Grad-CAM explanation", value=False, disabled=not _torch_available(),
+                         help="Where the classifier looked (needs the 'train' extra: torch + MONAI)")
+
+uploads = st.file_uploader(f"MRI slices: PNG, JPEG, TIFF, DICOM, NIfTI, Figshare .mat (up to {MAX_UPLOAD_MB} MB each)",
+                           accept_multiple_files=True, key="uploads")
+model = analyzer()
+views = []
+for upload in uploads or []:
+    data = upload.getvalue()
+    key = file_key(upload.name, data)
+    st.divider()
+    st.subheader(upload.name)
+    slice_index = st.session_state.get(f"slice-{key}")
+    view = analyze_upload(model, data, upload.name, spacing or None, slice_index)
+    views.append(view)
+    if view.error:
+        st.error(f"{upload.name}: {view.error}")
+        continue
+    if view.scan.n_slices > 1:
+        st.slider("Slice", 0, view.scan.n_slices - 1, value=view.scan.slice_index, key=f"slice-{key}")
+    r = view.result
+    source = "" if r.spacing_mm is None else f" · spacing {r.spacing_mm[0]:g} × {r.spacing_mm[1]:g} mm ({r.spacing_source})"
+    st.caption(f"{view.scan.shape[1]}×{view.scan.shape[0]} px{source}")
+    left, right = st.columns(2)
+    left.image(view.original, caption="original", width="stretch")
+    if show_cam:
+        right.image(gradcam_image(explainer(), view), caption=f"Grad-CAM for '{r.label}'", width="stretch")
+    else:
+        right.image(view.overlay, caption="tumor outline", width="stretch")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Tumor type", r.label, f"{r.confidence:.1%} confidence", delta_color="off", delta_arrow="off")
+    c2.metric("Tumor area", view.area_text(), f"{r.tumor_pixels} px", delta_color="off", delta_arrow="off")
+    c3.bar_chart(probabilities_table(r), x="class", y="probability", height=180)
+    for warning in r.warnings:
+        st.warning(warning)
+    d1, d2, d3 = st.columns(3)
+    stem = upload.name.rsplit(".", 1)[0]
+    d1.download_button("Overlay PNG", view.png(view.overlay), f"{stem}_overlay.png", "image/png", key=f"o-{key}")
+    d2.download_button("Mask PNG", view.mask_png, f"{stem}_mask.png", "image/png", key=f"m-{key}")
+    d3.download_button("Result JSON", view.json, f"{stem}.json", "application/json", key=f"j-{key}")
+
+if len(views) > 1:
+    st.divider()
+    st.download_button("All results (CSV)", results_csv(views), "results.csv", "text/csv", key="csv")

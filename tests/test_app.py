@@ -1,0 +1,130 @@
+"""The web page: logic without a browser (views, AppTest), then a real upload in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from braintumor.app.views import analyze_upload, results_csv
+from braintumor.commands.analyze import COLUMNS
+from braintumor.inference import Analyzer
+from conftest import png_bytes, write_dicom
+
+PAGE = Path(__file__).resolve().parent.parent / "src" / "braintumor" / "app" / "page.py"
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    return Analyzer.default()
+
+
+def test_views_good_and_bad_files(analyzer):
+    image = np.zeros((128, 128), np.uint8)
+    image[30:90, 30:90] = 120
+    good = analyze_upload(analyzer, png_bytes(image), "a.png", spacing_mm=None)
+    assert good.error is None and good.area_text() == "needs pixel spacing"
+    with_spacing = analyze_upload(analyzer, png_bytes(image), "a.png", spacing_mm=0.5)
+    assert with_spacing.result.spacing_source == "user" and with_spacing.area_text().endswith("cm²")
+    bad = analyze_upload(analyzer, b"garbage" * 10, "broken.png", spacing_mm=None)
+    assert bad.error and "broken.png" not in bad.error  # the page prefixes the name itself
+    lines = results_csv([good, bad]).splitlines()
+    assert lines[0] == ",".join(COLUMNS) and len(lines) == 3 and lines[2].startswith("broken.png,")
+    assert good.overlay.size == (128, 128) and good.mask_png.startswith(b"\x89PNG")
+
+
+def test_page_renders_without_upload():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(PAGE), default_timeout=60).run()
+    assert not at.exception
+    assert any("not a medical device" in i.value for i in at.info)
+    assert at.number_input(key="spacing").value == 0.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    from braintumor.commands.app import command
+
+    port = _free_port()
+    proc = subprocess.Popen(command("127.0.0.1", port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"app did not answer /_stcore/health: {proc.stdout.read().decode()[-2000:]}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_health_answers_ok(server):
+    assert urllib.request.urlopen(f"{server}/_stcore/health", timeout=5).read() == b"ok"
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.mark.browser
+def test_real_upload_in_chromium(server, dev512, tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("chromium is required for the browser test: apt-get install chromium (.ci/run does)")
+    from PIL import Image
+    from playwright.sync_api import expect, sync_playwright
+
+    slice_png = sorted((dev512 / "images").glob("*.png"))[0]
+    dicom = write_dicom(tmp_path / "scan.dcm", np.asarray(Image.open(slice_png)).astype(np.uint16) * 16,
+                        spacing=(0.49, 0.49))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, viewport={"width": 1400, "height": 2400},
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"])
+        page = context.new_page()
+        page.goto(server)
+        expect(page.get_by_text("not a medical device")).to_be_visible(timeout=60_000)
+        page.locator("input[type=file]").set_input_files([str(slice_png), str(dicom), str(broken)])
+        expect(page.get_by_text("Tumor type").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Tumor type")).to_have_count(2, timeout=60_000)
+        # the DICOM carries its spacing: an area in cm²; the PNG has none yet
+        expect(page.get_by_text("needs pixel spacing")).to_have_count(1, timeout=30_000)
+        expect(page.get_by_text("DICOM PixelSpacing", exact=False)).to_be_visible()
+        error = page.locator("[data-testid=stAlertContentError]")
+        expect(error).to_contain_text("broken.png", timeout=30_000)
+        spacing = page.get_by_label("Spacing for files without one", exact=False)
+        spacing.fill("0.49")
+        spacing.press("Enter")
+        expect(page.get_by_text("needs pixel spacing")).to_have_count(0, timeout=60_000)
+        areas = page.get_by_text("cm²", exact=False)
+        expect(areas.first).to_be_visible()
+        outlines = page.locator("img")
+        assert outlines.count() >= 4  # original + overlay for each readable file
+        labels = page.locator("[data-testid=stMetricValue]").all_inner_texts()
+        assert sum(text in ("glioma", "meningioma", "pituitary", "notumor") for text in labels) == 2
+        assert sum("cm²" in text for text in labels) == 2
+        page.screenshot(path=str(tmp_path / "result.png"), full_page=True)
+        context.close()
+    assert (tmp_path / "result.png").stat().st_size > 10_000
+    assert urllib.request.urlopen(f"{server}/_stcore/health", timeout=5).read() == b"ok"
