@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Callable, Union
@@ -124,7 +123,3 @@ def _checked(scan: Scan) -> Scan:
     if not np.isfinite(scan.pixels).all():
         raise ScanError(scan.name, "pixel data contains NaN or infinite values")
     return scan
-
-
-def as_stream(data: bytes) -> io.BytesIO:
-    return io.BytesIO(data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import time
@@ -60,10 +59,7 @@ def train(cfg: TrainConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
-    records = read_manifest(cfg.data)
-    split = train_val_test_split(records, val_fold=cfg.val_fold, k=cfg.folds, seed=cfg.seed)
-    if cfg.limit_per_class:
-        records = _sample(records, split, cfg.limit_per_class, cfg.seed)
+    records, split = _records_and_split(cfg)
     write_manifest(records, out / "split.csv", split)
     cache = cache_slices(records, size, progress=cfg.progress)
     kept = cache["records"]
@@ -74,8 +70,8 @@ def train(cfg: TrainConfig) -> Path:
     counts = np.bincount(cache["label"][train_idx].numpy(), minlength=len(CLASSES)).astype(float)
     class_weights = np.sqrt(counts.sum() / (len(CLASSES) * np.maximum(counts, 1)))  # tempered inverse frequency
     train_loader = torch.utils.data.DataLoader(
-        SliceDataset(cache, train_idx, train_transforms().set_random_state(seed=cfg.seed)), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-        num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+        SliceDataset(cache, train_idx, train_transforms().set_random_state(seed=cfg.seed)), batch_size=cfg.batch_size,
+        shuffle=True, drop_last=True, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
     val_loader = torch.utils.data.DataLoader(SliceDataset(cache, val_idx), batch_size=64, num_workers=0)
 
     module = SliceModule(cfg.arch, lr=cfg.lr, class_weights=class_weights.tolist(), pretrained=cfg.pretrained)
@@ -92,13 +88,29 @@ def train(cfg: TrainConfig) -> Path:
     last = out / "checkpoints" / "last.ckpt"
     started = time.time()
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if cfg.resume and last.is_file() else None)
-    if trainer.global_rank != 0:
-        return out
-    best = checkpoint.best_model_path or str(last)
-    module = SliceModule.load_from_checkpoint(best, map_location="cpu", weights_only=False)
-    best_metrics = _best_epoch_metrics(out / "logs" / "metrics.csv")
-    _write_model_folder(module.net, cfg, size, out, records, split, best_metrics, time.time() - started)
+    if trainer.global_rank == 0:
+        finalize(cfg, Path(checkpoint.best_model_path or last), time.time() - started)
     return out
+
+
+def _records_and_split(cfg: TrainConfig):
+    records = read_manifest(cfg.data)
+    split = train_val_test_split(records, val_fold=cfg.val_fold, k=cfg.folds, seed=cfg.seed)
+    if cfg.limit_per_class:
+        records = _sample(records, split, cfg.limit_per_class, cfg.seed)
+    return records, split
+
+
+def finalize(cfg: TrainConfig, checkpoint: Path, seconds: float | None = None) -> Path:
+    """Write the model folder (safetensors, ONNX, card, curves) of ``cfg.out`` from a training checkpoint."""
+    from braintumor.training.module import SliceModule
+
+    records, split = _records_and_split(cfg)
+    module = SliceModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
+    metrics = _best_epoch_metrics(Path(cfg.out) / "logs" / "metrics.csv")
+    size = cfg.size or ARCHITECTURES[cfg.arch][1]
+    _write_model_folder(module.net, cfg, size, Path(cfg.out), records, split, metrics, seconds)
+    return Path(cfg.out)
 
 
 def _sample(records, split, per_class: int, seed: int):
@@ -123,7 +135,7 @@ def _best_epoch_metrics(metrics_csv: Path) -> dict:
 
 
 def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, split, metrics: dict,
-                        seconds: float) -> None:
+                        seconds: float | None) -> None:
     import lightning
     import monai
     import torch
@@ -159,7 +171,7 @@ def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, sp
             # one-way keys of every training patient/image, so evaluation can refuse to score them
             "train_groups_sha256": sorted({group_hash(r) for r in records if split[r.id] == "train"}),
             "epochs_run": metrics.get("epoch"), "max_epochs": cfg.epochs, "batch_size": cfg.batch_size,
-            "lr": cfg.lr, "seed": cfg.seed, "seconds": round(seconds), "precision": cfg.precision or "bf16-mixed",
+            "lr": cfg.lr, "seed": cfg.seed, "seconds": None if seconds is None else round(seconds), "precision": cfg.precision or "bf16-mixed",
             "augmentation": "training images only: affine (±15°, ±15% zoom, ±12 px), left-right flip, bias field, "
                             "gamma, intensity scale/shift, gaussian noise",
             "command": f"braintumor train --data {cfg.data} --out {cfg.out} --arch {cfg.arch} --size {size} "

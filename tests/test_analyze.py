@@ -1,0 +1,154 @@
+"""The shipped model through the Python API and the CLI, on real slices where present."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from braintumor.cli import main
+from braintumor.commands.analyze import COLUMNS
+from braintumor.data import load_mask, read_manifest
+from braintumor.data.splits import group_hash
+from braintumor.errors import ScanError
+from braintumor.evaluation.metrics import dice
+from braintumor.inference import Analyzer
+from braintumor.inference.bundle import DEFAULT_MODEL_DIR, ONNX, WEIGHTS, read_card, sha256, verified_file
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    return Analyzer.default()
+
+
+@pytest.fixture(scope="module")
+def unseen_tumor_slices(request):
+    """dev-512 tumor slices of patients the shipped model never trained on."""
+    dev512 = request.getfixturevalue("dev512")
+    trained = set(read_card(DEFAULT_MODEL_DIR)["training"]["train_groups_sha256"])
+    rows = [r for r in read_manifest(dev512) if group_hash(r) not in trained and r.label != "notumor"]
+    assert len(rows) >= 15
+    return rows
+
+
+def test_shipped_model_is_small_and_checksummed():
+    card = read_card(DEFAULT_MODEL_DIR)
+    total = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir())
+    assert total <= 30 * 1024 * 1024
+    for name in (WEIGHTS, ONNX):
+        assert card["files"][name]["sha256"] == sha256(DEFAULT_MODEL_DIR / name)
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, copy)
+    data = bytearray((copy / ONNX).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / ONNX).write_bytes(bytes(data))
+    with pytest.raises(ScanError, match="SHA-256 does not match"):
+        Analyzer.load(copy)
+    (copy / WEIGHTS).write_bytes((copy / WEIGHTS).read_bytes()[:-10])
+    with pytest.raises(ScanError, match="refusing to load"):
+        verified_file(copy, WEIGHTS)
+
+
+def test_real_slices_label_mask_and_area(analyzer, unseen_tumor_slices):
+    correct, dices = 0, []
+    for r in unseen_tumor_slices:
+        result = analyzer.analyze(r.image, spacing_mm=0.49)
+        truth = load_mask(r, result.mask.shape)
+        assert result.mask.shape == truth.shape == (512, 512)
+        correct += result.label == r.label
+        dices.append(dice(result.mask, truth))
+        assert result.spacing_source == "user" and result.spacing_mm == (0.49, 0.49)
+        assert result.area_cm2 == pytest.approx(result.tumor_pixels * 0.49 ** 2 / 100)
+    assert correct / len(unseen_tumor_slices) >= 0.8
+    assert np.mean(dices) >= 0.6 and np.median(dices) >= 0.7
+    confident = max(unseen_tumor_slices, key=lambda r: max(analyzer.analyze(r.image).probabilities.values()))
+    assert analyzer.analyze(confident.image).label == confident.label
+
+
+def test_unknown_spacing_gives_no_area(analyzer):
+    image = np.zeros((256, 256), np.uint8)
+    image[60:200, 60:200] = 100
+    result = analyzer.analyze(_png(image), name="x.png")
+    assert result.area_cm2 is None and result.spacing_source == "unknown"
+    assert any("spacing unknown" in w for w in result.warnings)
+
+
+def _png(array) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_onnx_and_pytorch_agree(analyzer, dev512):
+    import torch
+
+    from braintumor.inference.export import load_torch_model
+    from braintumor.imageio import load_scan
+    from braintumor.preprocessing import to_model_input
+
+    net, card = load_torch_model(DEFAULT_MODEL_DIR)
+    for path in sorted((dev512 / "images").glob("*.png"))[:4]:
+        x, _ = to_model_input(load_scan(path).pixels, card["input"]["size"])
+        mask_onnx, probs_onnx = analyzer.session.run(None, {"image": x[None, None]})
+        with torch.inference_mode():
+            seg, cls = net(torch.from_numpy(x)[None, None])
+        assert np.abs(torch.sigmoid(seg).numpy() - mask_onnx).max() < 1e-3
+        assert np.abs(torch.softmax(cls, 1).numpy() - probs_onnx).max() < 1e-4
+
+
+def test_cli_batch_with_a_corrupt_file(dev512, tmp_path, capsys):
+    images = sorted((dev512 / "images").glob("*.png"))[:3]
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+    out = tmp_path / "out"
+    status = main(["analyze", *map(str, images), str(bad), "--spacing-mm", "0.49", "--out", str(out)])
+    assert status == 1
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert list(rows[0]) == COLUMNS and len(rows) == 4
+    assert [bool(r["error"]) for r in rows] == [False, False, False, True]
+    for r, image in zip(rows, images):
+        assert r["spacing_mm"] == "0.49" and r["spacing_source"] == "user"
+        assert float(r["area_cm2"]) == pytest.approx(int(r["tumor_pixels"]) * 0.49 ** 2 / 100, abs=1e-3)
+        mask = np.asarray(Image.open(out / "masks" / image.name))
+        assert mask.shape == (512, 512) and set(np.unique(mask)) <= {0, 255}
+        assert (out / "overlays" / image.name).is_file()
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 4 and "ERROR" in printed[-1]
+
+
+def test_cli_json_lines_and_exit_codes(dev512, tmp_path, capsys):
+    image = sorted((dev512 / "images").glob("*.png"))[0]
+    assert main(["analyze", str(image), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.strip())
+    assert list(row) == COLUMNS and row["spacing_mm"] is None and row["area_cm2"] is None
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    assert main(["analyze", str(empty)]) == 2  # nothing could be read
+
+
+def test_folder_input_is_recursive(tmp_path, capsys):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    image = np.zeros((64, 64), np.uint8)
+    (tmp_path / "a" / "b" / "deep.png").write_bytes(_png(image))
+    (tmp_path / "a" / "notes.txt").write_text("ignored")
+    assert main(["analyze", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["file"].endswith("deep.png")
+
+
+def test_analyzer_is_thread_safe(analyzer, dev512):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = sorted((dev512 / "images").glob("*.png"))[0]
+    expected = analyzer.analyze(path).probabilities
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: analyzer.analyze(path).probabilities, range(8)))
+    assert all(r == pytest.approx(expected) for r in results)
