@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time the default pipeline against the reference pipeline")
     b.add_argument("--json", action="store_true")
     b.add_argument("--images", type=int, default=20, help="images to time")
+    b.add_argument("--images-dir", type=Path, help="folder of slices to time (default: ../shared/data/dev-512 beside "
+                   "the checkout, else synthetic 512×512 slices)")
     b.add_argument("--model", type=Path)
 
     w = sub.add_parser("app", help="start the Streamlit web page")

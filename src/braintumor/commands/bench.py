@@ -24,8 +24,9 @@ from braintumor.inference import Analyzer
 DEV512 = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "dev-512" / "images"
 
 
-def _images(n: int, folder: Path) -> list[Path]:
-    real = sorted(DEV512.glob("*.png"))[:n] if DEV512.is_dir() else []
+def _images(n: int, folder: Path, source: Path | None) -> list[Path]:
+    source = source or DEV512
+    real = sorted(p for p in source.rglob("*") if p.suffix.lower() in (".png", ".jpg"))[:n] if source.is_dir() else []
     if real:
         return real
     from PIL import Image
@@ -100,7 +101,7 @@ def _cold_start(image: Path, model: Path | None) -> float:
 
 def run(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        images = _images(args.images, Path(tmp))
+        images = _images(args.images, Path(tmp), args.images_dir)
         cold = _cold_start(images[0], args.model)
         analyzer = Analyzer.load(args.model)
         ms = _time_each(lambda p: _default(analyzer, p), images)
@@ -116,7 +117,8 @@ def run(args) -> int:
         ms_ref = _time_each(reference, images)
         rss_ref = _rss_mb()
     out = {
-        "images": len(images), "image_source": "dev-512 slices" if DEV512.is_dir() else "synthetic 512×512",
+        "images": len(images),
+        "image_source": "synthetic 512×512" if images[0].name.startswith("synthetic") else str(images[0].parent),
         "input_size": analyzer.size, "ms_per_image": round(ms, 2), "ms_per_image_reference": round(ms_ref, 2),
         "speedup": round(ms_ref / ms, 2), "images_per_s_batch": round(batch_ips, 1), "peak_rss_mb": round(rss, 1),
         "peak_rss_mb_with_reference": round(rss_ref, 1), "cold_start_s": round(cold, 3),

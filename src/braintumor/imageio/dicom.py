@@ -57,13 +57,11 @@ def read_dicom(data: bytes, name: str, slice_index: int | None = None) -> Scan:
 
 def _spacing(ds) -> tuple[tuple[float, float] | None, str]:
     """PixelSpacing is (row spacing, column spacing), i.e. vertical then horizontal, in mm."""
-    for keyword in ("PixelSpacing",):
-        value = ds.get(keyword)
-        if value is None:
-            for item in ds.get("PerFrameFunctionalGroupsSequence", [])[:1] or ds.get("SharedFunctionalGroupsSequence", [])[:1]:
-                measures = item.get("PixelMeasuresSequence")
-                if measures:
-                    value = measures[0].get("PixelSpacing")
-        if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
-            return (float(value[0]), float(value[1])), "DICOM PixelSpacing"
+    value = ds.get("PixelSpacing")
+    for sequence in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = ds.get(sequence)  # enhanced multi-frame objects keep it in their functional groups
+        if value is None and groups and "PixelMeasuresSequence" in groups[0]:
+            value = groups[0].PixelMeasuresSequence[0].get("PixelSpacing")
+    if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
+        return (float(value[0]), float(value[1])), "DICOM PixelSpacing"
     return None, "unknown"

@@ -175,7 +175,8 @@ def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, sp
             "augmentation": "training images only: affine (±15°, ±15% zoom, ±12 px), left-right flip, bias field, "
                             "gamma, intensity scale/shift, gaussian noise",
             "command": f"braintumor train --data {cfg.data} --out {cfg.out} --arch {cfg.arch} --size {size} "
-                       f"--epochs {cfg.epochs} --seed {cfg.seed} --val-fold {cfg.val_fold}",
+                       f"--epochs {cfg.epochs} --seed {cfg.seed} --val-fold {cfg.val_fold}"
+                       + (f" --max-minutes {cfg.max_minutes:g}" if cfg.max_minutes else ""),
         },
         "validation": {**metrics, "note": "best epoch on the patient-level validation fold at network resolution; "
                                           "see 'braintumor evaluate' for native-resolution figures"},

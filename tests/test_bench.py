@@ -1,0 +1,13 @@
+"""``braintumor bench --json`` runs both pipelines and reports the agreed fields (no timing asserted)."""
+
+import json
+
+from braintumor.cli import main
+
+
+def test_bench_json_fields(tmp_path, capsys):
+    assert main(["bench", "--json", "--images", "2", "--images-dir", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"ms_per_image", "ms_per_image_reference", "speedup", "peak_rss_mb", "cold_start_s"} <= set(out)
+    assert out["image_source"] == "synthetic 512×512" and out["images"] == 2
+    assert out["speedup"] == round(out["ms_per_image_reference"] / out["ms_per_image"], 2)
