@@ -19,12 +19,12 @@ def _require(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def dev() -> Path:
     return _require(DEV)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def dev512() -> Path:
     return _require(DEV512)
 

@@ -98,7 +98,7 @@ def test_real_upload_in_chromium(server, dev512, tmp_path):
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, viewport={"width": 1400, "height": 2400},
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, viewport={"width": 1400, "height": 3400},
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run"])
         page = context.new_page()
@@ -120,7 +120,9 @@ def test_real_upload_in_chromium(server, dev512, tmp_path):
         expect(areas.first).to_be_visible()
         outlines = page.locator("img")
         assert outlines.count() >= 4  # original + overlay for each readable file
-        labels = page.locator("[data-testid=stMetricValue]").all_inner_texts()
+        metrics = page.locator("[data-testid=stMetricValue]")
+        expect(metrics).to_have_count(4, timeout=60_000)  # type and area for each readable file, once rerun is done
+        labels = metrics.all_inner_texts()
         assert sum(text in ("glioma", "meningioma", "pituitary", "notumor") for text in labels) == 2
         assert sum("cm²" in text for text in labels) == 2
         page.screenshot(path=str(tmp_path / "result.png"), full_page=True)

@@ -131,7 +131,8 @@ def _best_epoch_metrics(metrics_csv: Path) -> dict:
     if not rows:
         return {}
     best = max(rows, key=lambda r: float(r["val_score"]))
-    return {k: float(v) for k, v in best.items() if v and k.startswith("val_")} | {"epoch": int(best["epoch"])}
+    return {k: float(v) for k, v in best.items() if v and k.startswith("val_")} | {
+        "epoch": int(best["epoch"]), "epochs_run": len({r["epoch"] for r in rows})}
 
 
 def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, split, metrics: dict,
@@ -170,7 +171,7 @@ def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, sp
             "split_recipe": {"folds": cfg.folds, "seed": cfg.seed, "val_fold": cfg.val_fold},
             # one-way keys of every training patient/image, so evaluation can refuse to score them
             "train_groups_sha256": sorted({group_hash(r) for r in records if split[r.id] == "train"}),
-            "epochs_run": metrics.get("epoch"), "max_epochs": cfg.epochs, "batch_size": cfg.batch_size,
+            "epochs_run": metrics.pop("epochs_run", None), "best_epoch": metrics.get("epoch"), "max_epochs": cfg.epochs, "batch_size": cfg.batch_size,
             "lr": cfg.lr, "seed": cfg.seed, "seconds": None if seconds is None else round(seconds), "precision": cfg.precision or "bf16-mixed",
             "augmentation": "training images only: affine (±15°, ±15% zoom, ±12 px), left-right flip, bias field, "
                             "gamma, intensity scale/shift, gaussian noise",
