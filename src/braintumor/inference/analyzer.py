@@ -83,6 +83,7 @@ class Analyzer:
         options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        options.enable_cpu_mem_arena = False  # batches would otherwise keep their peak allocation for good
         onnx_path = verified_file(self.model_dir, ONNX, self.card)
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.size = int(self.card["input"]["size"])
