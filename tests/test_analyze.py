@@ -152,3 +152,23 @@ def test_analyzer_is_thread_safe(analyzer, dev512):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: analyzer.analyze(path).probabilities, range(8)))
     assert all(r == pytest.approx(expected) for r in results)
+
+
+def test_gradcam_highlights_part_of_the_slice(analyzer, dev512):
+    from braintumor.imageio import load_scan
+    from braintumor.inference.explain import Explainer
+
+    scan = load_scan(sorted((dev512 / "images").glob("*.png"))[0])
+    cam = Explainer(DEFAULT_MODEL_DIR).explain(scan)
+    assert cam.shape == scan.shape and 0.0 <= cam.min() and cam.max() <= 1.0
+    assert cam.max() - cam.min() > 0.5  # a map, not a constant
+
+
+def test_batch_keeps_input_order_around_errors(analyzer, dev512, tmp_path):
+    images = sorted((dev512 / "images").glob("*.png"))[:3]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"")
+    sources = [images[0], bad, images[1], images[2]]
+    results = list(analyzer.analyze_many(sources, batch_size=2))
+    assert [r.file for r in results] == [str(p) for p in sources]
+    assert [r.error is None for r in results] == [True, False, True, True]

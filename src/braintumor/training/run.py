@@ -167,12 +167,16 @@ def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, sp
                               "row × column spacing (mm) / 100, only when the spacing is known",
         "training": {
             "data": str(cfg.data), "images": {k: dict(v) for k, v in sides.items()}, "patients": patients,
-            "split": f"patient-level class-stratified {cfg.folds}-fold, seed {cfg.seed}, validation fold {cfg.val_fold}",
+            "split": f"patient-level class-stratified {cfg.folds}-fold, seed {cfg.seed}, "
+                     f"validation fold {cfg.val_fold}",
             "split_recipe": {"folds": cfg.folds, "seed": cfg.seed, "val_fold": cfg.val_fold},
             # one-way keys of every training patient/image, so evaluation can refuse to score them
             "train_groups_sha256": sorted({group_hash(r) for r in records if split[r.id] == "train"}),
-            "epochs_run": metrics.pop("epochs_run", None), "best_epoch": metrics.get("epoch"), "max_epochs": cfg.epochs, "batch_size": cfg.batch_size,
-            "lr": cfg.lr, "seed": cfg.seed, "seconds": None if seconds is None else round(seconds), "precision": cfg.precision or "bf16-mixed",
+            "epochs_run": metrics.pop("epochs_run", None), "best_epoch": metrics.get("epoch"),
+            "max_epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
+            "optimisation": "AdamW, one-cycle LR; Dice+BCE per slice (BCE only for seed_unet) + class-weighted "
+                            "cross-entropy with label smoothing 0.05",
+            "seconds": None if seconds is None else round(seconds), "precision": cfg.precision or "bf16-mixed",
             "augmentation": "training images only: affine (±15°, ±15% zoom, ±12 px), left-right flip, bias field, "
                             "gamma, intensity scale/shift, gaussian noise",
             "command": f"braintumor train --data {cfg.data} --out {cfg.out} --arch {cfg.arch} --size {size} "
