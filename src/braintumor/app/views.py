@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
+from functools import cached_property
 
 from PIL import Image
 
@@ -43,7 +44,7 @@ class View:
     def original(self) -> Image.Image:
         return Image.fromarray(display_gray(self.scan.pixels))
 
-    @property
+    @cached_property  # shown and offered for download: drawn once per rerun
     def overlay(self) -> Image.Image:
         return overlay(self.scan.pixels, self.result.mask, caption_of(self.result))
 

@@ -1,7 +1,8 @@
 """Datasets: manifests of three layouts read into one table, and patient-level splits."""
 
-from braintumor.data.manifest import Record, load_mask, normalise_class, read_manifest, write_manifest
+from braintumor.data.manifest import (Record, load_mask, load_record, normalise_class, read_manifest,
+                                      write_manifest)
 from braintumor.data.splits import check_no_leakage, patient_kfold, train_val_test_split
 
-__all__ = ["Record", "read_manifest", "write_manifest", "load_mask", "normalise_class",
+__all__ = ["Record", "read_manifest", "write_manifest", "load_mask", "load_record", "normalise_class",
            "patient_kfold", "train_val_test_split", "check_no_leakage"]

@@ -150,6 +150,14 @@ def load_mask(record: Record, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+def load_record(record: Record):
+    """The row's ``Scan`` and its expert mask (from the file itself for Figshare .mat, else ``load_mask``)."""
+    from braintumor.imageio import load_scan
+
+    scan = load_scan(record.image)
+    return scan, scan.mask if scan.mask is not None else load_mask(record, scan.shape)
+
+
 def write_manifest(records: list[Record], path: str | Path, fold: dict[str, str] | None = None) -> None:
     """Write the table as CSV (optionally with a ``split`` column)."""
     with open(path, "w", newline="") as f:

@@ -13,11 +13,10 @@ import numpy as np
 from tqdm import tqdm
 
 from braintumor import CLASSES, TUMOR_CLASSES
-from braintumor.data import Record, load_mask, read_manifest
+from braintumor.data import Record, load_record, read_manifest
 from braintumor.data.splits import group_hash, group_of
 from braintumor.errors import ScanError
 from braintumor.evaluation import metrics as M
-from braintumor.imageio import load_scan
 
 
 @dataclass
@@ -32,6 +31,13 @@ class SliceOutcome:
     area_true_cm2: float | None = None
     area_pred_cm2: float | None = None
     error: str | None = None
+
+    @property
+    def area_error(self) -> float | None:
+        """|predicted − true| / true tumor area; None without a spacing or a true area."""
+        if not self.area_true_cm2:
+            return None
+        return abs(self.area_pred_cm2 - self.area_true_cm2) / self.area_true_cm2
 
 
 def select_rows(records: list[Record], card: dict, split: str) -> tuple[list[Record], str]:
@@ -61,8 +67,7 @@ def evaluate(data, analyzer, split: str = "unseen", progress: bool = True) -> tu
     for r in tqdm(records, desc="evaluating", disable=not progress, leave=False):
         true = CLASSES.index(r.label)
         try:
-            scan = load_scan(r.image)
-            truth = scan.mask if scan.mask is not None else load_mask(r, scan.shape)
+            scan, truth = load_record(r)
         except ScanError as err:
             outcomes.append(SliceOutcome(r, true, None, None, error=str(err)))
             continue
@@ -94,7 +99,7 @@ def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -
     scores3 = M.per_class_scores(cm3)
     seg = [o for o in ok if o.dice is not None]
     area = [o for o in seg if o.area_true_cm2]
-    rel = np.array([abs(o.area_pred_cm2 - o.area_true_cm2) / o.area_true_cm2 for o in area])
+    rel = np.array([o.area_error for o in area])
     hd = np.array([o.hd95_mm for o in seg if o.hd95_mm is not None and np.isfinite(o.hd95_mm)])
     dices = np.array([o.dice for o in seg])
     report = {
@@ -157,7 +162,7 @@ def bootstrap(ok: list[SliceOutcome], n_boot: int, seed: int) -> dict:
         if tumor:
             stats["tumor_type_accuracy"].append(np.mean([o.probs[:3].argmax() == o.true for o in tumor]))
             stats["dice_mean"].append(np.mean([o.dice for o in tumor]))
-            rel = [abs(o.area_pred_cm2 - o.area_true_cm2) / o.area_true_cm2 for o in tumor if o.area_true_cm2]
+            rel = [o.area_error for o in tumor if o.area_true_cm2]
             if rel:
                 stats["area_error_median"].append(np.median(rel))
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in stats.items() if v}

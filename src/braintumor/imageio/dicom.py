@@ -8,9 +8,7 @@ import numpy as np
 
 from braintumor.errors import ScanError
 from braintumor.imageio.registry import check_size
-from braintumor.imageio.scan import Scan
-
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+from braintumor.imageio.scan import LUMA, Scan
 
 
 def read_dicom(data: bytes, name: str, slice_index: int | None = None) -> Scan:
@@ -45,7 +43,7 @@ def read_dicom(data: bytes, name: str, slice_index: int | None = None) -> Scan:
         index = 0
     pixels = array.astype(np.float32)
     if samples == 3:
-        pixels = pixels[..., :3] @ _LUMA
+        pixels = pixels[..., :3] @ LUMA
     slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
     pixels = pixels * slope + intercept
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":

@@ -10,10 +10,9 @@ from PIL import Image
 
 from braintumor.errors import ScanError
 from braintumor.imageio.registry import check_size
-from braintumor.imageio.scan import MAX_PIXELS, Scan
+from braintumor.imageio.scan import LUMA, MAX_PIXELS, Scan
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def read_raster(data: bytes, name: str, slice_index: int | None = None) -> Scan:
@@ -40,7 +39,7 @@ def to_gray(image: Image.Image) -> np.ndarray:
         if image.mode == "LA":
             array = array[..., 0]
         else:
-            array = array[..., :3].astype(np.float32) @ _LUMA
+            array = array[..., :3].astype(np.float32) @ LUMA
     return array.astype(np.float32)
 
 

@@ -10,9 +10,8 @@ from monai import transforms as T
 from tqdm import tqdm
 
 from braintumor import CLASSES
-from braintumor.data.manifest import Record, load_mask
+from braintumor.data.manifest import Record, load_record
 from braintumor.errors import ScanError
-from braintumor.imageio import load_scan
 from braintumor.preprocessing import mask_to_input, to_model_input
 
 log = logging.getLogger(__name__)
@@ -23,8 +22,7 @@ def cache_slices(records: list[Record], size: int, progress: bool = True) -> dic
     images, masks, labels, kept = [], [], [], []
     for r in tqdm(records, desc=f"reading slices at {size}px", disable=not progress, leave=False):
         try:
-            scan = load_scan(r.image)
-            mask = scan.mask if scan.mask is not None else load_mask(r, scan.shape)
+            scan, mask = load_record(r)
         except ScanError as err:
             log.warning("skipped: %s", err)
             continue
