@@ -50,6 +50,21 @@ def test_same_seed_same_weights_and_resume(tiny_data, tmp_path):
     assert "1" in epochs
 
 
+def test_init_fine_tunes_at_another_size_and_guards_validation(tiny_model, tiny_data, tmp_path):
+    out = train(TrainConfig(data=tiny_data, out=tmp_path / "ft", size=48, epochs=1, batch_size=4, folds=4, lr=0.0,
+                            progress=False, init=tiny_model))
+    start, card = json.loads((tiny_model / "card.json").read_text()), json.loads((out / "card.json").read_text())
+    assert card["input"]["size"] == 48 and "--init" in card["training"]["command"]
+    assert card["training"]["initialised_from"]["weights_sha256"] == start["files"]["model.safetensors"]["sha256"]
+    assert set(start["training"]["train_groups_sha256"]) <= set(card["training"]["train_groups_sha256"])
+    before, after = load_file(str(tiny_model / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    learned = [k for k in before if "running" not in k and "num_batches" not in k]  # BatchNorm statistics still move
+    assert all(np.allclose(before[k], after[k]) for k in learned)  # lr 0: the weights are the start weights
+    with pytest.raises(ValueError, match="trained on .* of this run's validation fold"):
+        train(TrainConfig(data=tiny_data, out=tmp_path / "leak", size=32, epochs=1, batch_size=4, folds=4, val_fold=1,
+                          progress=False, init=tiny_model))
+
+
 @pytest.mark.parametrize("arch", ["seed_unet", "inception_v3"])
 def test_reference_architectures_train(tiny_data, tmp_path, arch):
     out = train(TrainConfig(data=tiny_data, out=tmp_path / arch, arch=arch, size=32 if arch == "seed_unet" else 75,

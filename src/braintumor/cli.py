@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--limit-per-class", type=int, help="train on a small sample (smoke test)")
     t.add_argument("--pretrained", action="store_true", help="ImageNet weights (inception_v3; needs timm + download)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    t.add_argument("--init", type=Path, help="start from this model folder's weights ('default': the shipped model), "
+                                             "e.g. to fine-tune on your data or at a larger --size")
     t.add_argument("--workers", type=int, default=0, help="data loader processes")
 
     e = sub.add_parser("evaluate", help="evaluate a model on a dataset → report.json, report.md, plots")

@@ -14,7 +14,7 @@ def run(args) -> int:
             batch_size=args.batch_size, lr=args.lr, seed=args.seed, folds=args.folds, val_fold=args.val_fold,
             max_minutes=args.max_minutes, patience=args.patience, devices=devices, accelerator=args.accelerator,
             strategy=args.strategy, precision=args.precision, limit_per_class=args.limit_per_class,
-            pretrained=args.pretrained, resume=args.resume, num_workers=args.workers))
+            pretrained=args.pretrained, resume=args.resume, init=args.init, num_workers=args.workers))
     except MemoryError:
         raise ValueError("out of memory: lower --batch-size or --size") from None
     except RuntimeError as err:

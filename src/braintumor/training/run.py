@@ -39,6 +39,7 @@ class TrainConfig:
     limit_per_class: int | None = None  # a quick run on a sample of the data
     pretrained: bool = False
     resume: bool = False
+    init: Path | None = None  # a model folder whose weights start the run ("default": the shipped model)
     num_workers: int = 0
     progress: bool = True
 
@@ -75,6 +76,8 @@ def train(cfg: TrainConfig) -> Path:
     val_loader = torch.utils.data.DataLoader(SliceDataset(cache, val_idx), batch_size=64, num_workers=0)
 
     module = SliceModule(cfg.arch, lr=cfg.lr, class_weights=class_weights.tolist(), pretrained=cfg.pretrained)
+    if cfg.init:
+        initialise(module.net, cfg, [r for r in kept if split[r.id] == "val"])
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_score", mode="max",
                                  save_last=True)
     trainer = L.Trainer(
@@ -91,6 +94,29 @@ def train(cfg: TrainConfig) -> Path:
     if trainer.global_rank == 0:
         finalize(cfg, Path(checkpoint.best_model_path or last), time.time() - started)
     return out
+
+
+def _init_dir(cfg: TrainConfig) -> Path | None:
+    from braintumor.inference.bundle import DEFAULT_MODEL_DIR
+
+    return DEFAULT_MODEL_DIR if str(cfg.init) == "default" else cfg.init
+
+
+def initialise(net, cfg: TrainConfig, val_records) -> None:
+    """Load ``cfg.init``'s verified weights into ``net``; refuse when that model trained on this run's validation
+    patients (its figures would be optimistic). Fully convolutional nets accept any ``--size``."""
+    from braintumor.data.splits import group_hash
+    from braintumor.inference.export import load_torch_model
+
+    source, card = load_torch_model(_init_dir(cfg))
+    if card["architecture"] != cfg.arch:
+        raise ValueError(f"--init {cfg.init}: a {card['architecture']} model cannot start a {cfg.arch} run")
+    seen = set(card.get("training", {}).get("train_groups_sha256", [])) & {group_hash(r) for r in val_records}
+    if seen:
+        recipe = card.get("training", {}).get("split_recipe", {})
+        raise ValueError(f"--init {cfg.init}: that model was trained on {len(seen)} patients/images of this run's "
+                         f"validation fold; use its split ({recipe}) or another starting point")
+    net.load_state_dict(source.state_dict())
 
 
 def _records_and_split(cfg: TrainConfig):
@@ -151,6 +177,11 @@ def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, sp
     task = ARCHITECTURES[cfg.arch][0]
     if task == "segmentation+classification":
         export_onnx(net, size, out)
+    from braintumor.inference.bundle import WEIGHTS, read_card
+
+    init = read_card(_init_dir(cfg)) if cfg.init else {}
+    trained_on = {group_hash(r) for r in records if split[r.id] == "train"}
+    trained_on |= set(init.get("training", {}).get("train_groups_sha256", []))  # what the start weights saw
     sides = {side: Counter(r.label for r in records if split[r.id] == side) for side in ("train", "val")}
     patients = {side: len({r.patient_id for r in records if split[r.id] == side and r.patient_id})
                 for side in ("train", "val")}
@@ -171,7 +202,9 @@ def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, sp
                      f"validation fold {cfg.val_fold}",
             "split_recipe": {"folds": cfg.folds, "seed": cfg.seed, "val_fold": cfg.val_fold},
             # one-way keys of every training patient/image, so evaluation can refuse to score them
-            "train_groups_sha256": sorted({group_hash(r) for r in records if split[r.id] == "train"}),
+            "train_groups_sha256": sorted(trained_on),
+            "initialised_from": {"name": init.get("name"), "command": init["training"].get("command"),
+                                 "weights_sha256": init["files"][WEIGHTS]["sha256"]} if init else None,
             "epochs_run": metrics.pop("epochs_run", None), "best_epoch": metrics.get("epoch"),
             "max_epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
             "optimisation": "AdamW, one-cycle LR; Dice+BCE per slice (BCE only for seed_unet) + class-weighted "
@@ -181,7 +214,8 @@ def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, sp
                             "gamma, intensity scale/shift, gaussian noise",
             "command": f"braintumor train --data {cfg.data} --out {cfg.out} --arch {cfg.arch} --size {size} "
                        f"--epochs {cfg.epochs} --seed {cfg.seed} --val-fold {cfg.val_fold}"
-                       + (f" --max-minutes {cfg.max_minutes:g}" if cfg.max_minutes else ""),
+                       + (f" --max-minutes {cfg.max_minutes:g}" if cfg.max_minutes else "")
+                       + (f" --init {cfg.init}" if cfg.init else ""),
         },
         "validation": {**metrics, "note": "best epoch on the patient-level validation fold at network resolution; "
                                           "see 'braintumor evaluate' for native-resolution figures"},
