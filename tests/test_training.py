@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from braintumor.cli import main
@@ -28,6 +29,8 @@ def test_run_folder_is_complete(tiny_model):
     assert {r["epoch"] for r in rows} == {"0", "1"}
     assert (tiny_model / "curves.png").stat().st_size > 1000
     assert not list(tiny_model.glob("*.pt")) and not list(tiny_model.glob("*.pth"))
+    last = torch.load(tiny_model / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 1  # the final epoch, whether or not it was the best: what --resume continues from
 
 
 def test_training_patients_never_validate(tiny_model):

@@ -78,13 +78,14 @@ def train(cfg: TrainConfig) -> Path:
     module = SliceModule(cfg.arch, lr=cfg.lr, class_weights=class_weights.tolist(), pretrained=cfg.pretrained)
     if cfg.init:
         initialise(module.net, cfg, [r for r in kept if split[r.id] == "val"])
-    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_score", mode="max",
-                                 save_last=True)
+    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_score", mode="max")
+    # every epoch, improved or not (Lightning's save_last only follows saves of the best), so --resume loses little
+    latest = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", enable_version_counter=False)
     trainer = L.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
         precision=cfg.precision or "bf16-mixed",
         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
-        callbacks=[checkpoint, EarlyStopping("val_score", mode="max", patience=cfg.patience)],
+        callbacks=[checkpoint, latest, EarlyStopping("val_score", mode="max", patience=cfg.patience)],
         logger=CSVLogger(out, name="", version="logs"), log_every_n_steps=10, deterministic=True,
         enable_progress_bar=cfg.progress, num_sanity_val_steps=0,
     )
