@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import platform
 import time
@@ -16,6 +17,7 @@ from braintumor.data import read_manifest, train_val_test_split, write_manifest
 from braintumor.models import ARCHITECTURES
 
 log = logging.getLogger(__name__)
+LOGS = "logs"  # the run folder's CSV log folder
 
 
 @dataclass
@@ -86,13 +88,16 @@ def train(cfg: TrainConfig) -> Path:
         precision=cfg.precision or "bf16-mixed",
         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
         callbacks=[checkpoint, latest, EarlyStopping("val_score", mode="max", patience=cfg.patience)],
-        logger=CSVLogger(out, name="", version="logs"), log_every_n_steps=10, deterministic=True,
+        logger=CSVLogger(out, name="", version=LOGS), log_every_n_steps=10, deterministic=True,
         enable_progress_bar=cfg.progress, num_sanity_val_steps=0,
     )
     last = out / "checkpoints" / "last.ckpt"
+    resuming = cfg.resume and last.is_file()
+    earlier = _read_rows(out / LOGS / "metrics.csv") if resuming else []  # CSVLogger deletes the file on start
     started = time.time()
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if cfg.resume and last.is_file() else None)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resuming else None)
     if trainer.global_rank == 0:
+        _prepend_rows(out / LOGS / "metrics.csv", earlier)
         finalize(cfg, Path(checkpoint.best_model_path or last), time.time() - started)
     return out
 
@@ -134,7 +139,7 @@ def finalize(cfg: TrainConfig, checkpoint: Path, seconds: float | None = None) -
 
     records, split = _records_and_split(cfg)
     module = SliceModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
-    metrics = _best_epoch_metrics(Path(cfg.out) / "logs" / "metrics.csv")
+    metrics = _best_epoch_metrics(Path(cfg.out) / LOGS / "metrics.csv")
     size = cfg.size or ARCHITECTURES[cfg.arch][1]
     _write_model_folder(module.net, cfg, size, Path(cfg.out), records, split, metrics, seconds)
     return Path(cfg.out)
@@ -151,10 +156,25 @@ def _sample(records, split, per_class: int, seed: int):
     return chosen
 
 
-def _best_epoch_metrics(metrics_csv: Path) -> dict:
-    import csv
+def _read_rows(metrics_csv: Path) -> list[dict]:
+    return list(csv.DictReader(open(metrics_csv))) if metrics_csv.is_file() else []
 
-    rows = [r for r in csv.DictReader(open(metrics_csv)) if r.get("val_score")]
+
+def _prepend_rows(metrics_csv: Path, earlier: list[dict]) -> None:
+    """Put back the epochs logged before a resume (those the resumed run did not log again)."""
+    if not earlier:
+        return
+    later = _read_rows(metrics_csv)
+    first = min((int(r["epoch"]) for r in later), default=float("inf"))
+    rows = [r for r in earlier if int(r["epoch"]) < first] + later
+    with open(metrics_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=sorted(set().union(*rows)))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _best_epoch_metrics(metrics_csv: Path) -> dict:
+    rows = [r for r in _read_rows(metrics_csv) if r.get("val_score")]
     if not rows:
         return {}
     best = max(rows, key=lambda r: float(r["val_score"]))
@@ -227,5 +247,5 @@ def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, sp
                         "source (Br35H, mostly T2/FLAIR), so it may be recognised by sequence rather than anatomy.",
     }
     record_files(out, card)
-    plot_curves(out / "logs" / "metrics.csv", out / "curves.png")
+    plot_curves(out / LOGS / "metrics.csv", out / "curves.png")
     log.info("model folder written: %s", out)
