@@ -234,7 +234,8 @@ def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, sp
             "augmentation": "training images only: affine (±15°, ±15% zoom, ±12 px), left-right flip, bias field, "
                             "gamma, intensity scale/shift, gaussian noise",
             "command": f"braintumor train --data {cfg.data} --out {cfg.out} --arch {cfg.arch} --size {size} "
-                       f"--epochs {cfg.epochs} --seed {cfg.seed} --val-fold {cfg.val_fold}"
+                       f"--epochs {cfg.epochs} --batch-size {cfg.batch_size} --lr {cfg.lr:g} --seed {cfg.seed} "
+                       f"--folds {cfg.folds} --val-fold {cfg.val_fold}"
                        + (f" --max-minutes {cfg.max_minutes:g}" if cfg.max_minutes else "")
                        + (f" --init {cfg.init}" if cfg.init else ""),
         },
