@@ -189,7 +189,7 @@ def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, sp
     import torch
 
     from braintumor.data.splits import group_hash
-    from braintumor.inference.bundle import record_files
+    from braintumor.inference.bundle import WEIGHTS, read_card, record_files
     from braintumor.inference.export import export_onnx, save_weights
     from braintumor.training.plots import plot_curves
 
@@ -198,8 +198,6 @@ def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, sp
     task = ARCHITECTURES[cfg.arch][0]
     if task == "segmentation+classification":
         export_onnx(net, size, out)
-    from braintumor.inference.bundle import WEIGHTS, read_card
-
     init = read_card(_init_dir(cfg)) if cfg.init else {}
     trained_on = {group_hash(r) for r in records if split[r.id] == "train"}
     trained_on |= set(init.get("training", {}).get("train_groups_sha256", []))  # what the start weights saw
