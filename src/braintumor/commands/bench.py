@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from braintumor.imageio import load_scan
 from braintumor.inference import Analyzer
 
 DEV512 = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "dev-512" / "images"
@@ -66,7 +67,6 @@ def _reference_pipeline():
     import torch
     from PIL import Image
 
-    from braintumor.imageio import load_scan
     from braintumor.models.inception import InceptionV3
     from braintumor.models.seed_unet import SeedUNet
 
@@ -78,9 +78,9 @@ def _reference_pipeline():
         pixels = scan.pixels / max(float(scan.pixels.max()), 1.0)
         image = Image.fromarray(pixels.astype(np.float32), mode="F")
         with torch.inference_mode():
-            x299 = torch.from_numpy(np.asarray(image.resize((299, 299), Image.BILINEAR)))[None, None]
+            x299 = torch.from_numpy(np.array(image.resize((299, 299), Image.BILINEAR)))[None, None]
             classifier(x299)[1].softmax(1)
-            x256 = torch.from_numpy(np.asarray(image.resize((256, 256), Image.BILINEAR)))[None, None]
+            x256 = torch.from_numpy(np.array(image.resize((256, 256), Image.BILINEAR)))[None, None]
             prob = torch.sigmoid(segmenter(x256)[0])[0, 0].numpy()
         mask = np.asarray(Image.fromarray(prob, mode="F").resize(scan.shape[::-1], Image.BILINEAR)) > 0.5
         _ = int(mask.sum()) * 0.49 * 0.49 / 100
@@ -105,8 +105,6 @@ def run(args) -> int:
         cold = _cold_start(images[0], args.model)
         analyzer = Analyzer.load(args.model)
         ms = _time_each(lambda p: _default(analyzer, p), images)
-        from braintumor.imageio import load_scan
-
         scans = [load_scan(p) for p in images]
         t = time.perf_counter()
         for i in range(0, len(scans), 8):

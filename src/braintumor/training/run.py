@@ -45,6 +45,14 @@ class TrainConfig:
     num_workers: int = 0
     progress: bool = True
 
+    @property
+    def input_size(self) -> int:
+        return self.size or ARCHITECTURES[self.arch][1]
+
+    @property
+    def metrics_csv(self) -> Path:
+        return Path(self.out) / LOGS / "metrics.csv"
+
 
 def train(cfg: TrainConfig) -> Path:
     """Train, then write the model folder ``cfg.out``; returns it."""
@@ -58,7 +66,7 @@ def train(cfg: TrainConfig) -> Path:
     from braintumor.training.dataset import SliceDataset, cache_slices, train_transforms
     from braintumor.training.module import SliceModule
 
-    size = cfg.size or ARCHITECTURES[cfg.arch][1]
+    size = cfg.input_size
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
@@ -93,12 +101,12 @@ def train(cfg: TrainConfig) -> Path:
     )
     last = out / "checkpoints" / "last.ckpt"
     resuming = cfg.resume and last.is_file()
-    earlier = _read_rows(out / LOGS / "metrics.csv") if resuming else []  # CSVLogger deletes the file on start
+    earlier = _read_rows(cfg.metrics_csv) if resuming else []  # CSVLogger deletes the file on start
     started = time.time()
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resuming else None)
     if trainer.global_rank == 0:
-        _prepend_rows(out / LOGS / "metrics.csv", earlier)
-        finalize(cfg, Path(checkpoint.best_model_path or last), time.time() - started)
+        _prepend_rows(cfg.metrics_csv, earlier)
+        finalize(cfg, Path(checkpoint.best_model_path or last), time.time() - started, (records, split))
     return out
 
 
@@ -133,15 +141,16 @@ def _records_and_split(cfg: TrainConfig):
     return records, split
 
 
-def finalize(cfg: TrainConfig, checkpoint: Path, seconds: float | None = None) -> Path:
-    """Write the model folder (safetensors, ONNX, card, curves) of ``cfg.out`` from a training checkpoint."""
+def finalize(cfg: TrainConfig, checkpoint: Path, seconds: float | None = None, records_split=None) -> Path:
+    """Write the model folder (safetensors, ONNX, card, curves) of ``cfg.out`` from a training checkpoint.
+
+    ``records_split``: the run's (records, split), so a Figshare .mat folder is not read a second time."""
     from braintumor.training.module import SliceModule
 
-    records, split = _records_and_split(cfg)
+    records, split = records_split or _records_and_split(cfg)
     module = SliceModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
-    metrics = _best_epoch_metrics(Path(cfg.out) / LOGS / "metrics.csv")
-    size = cfg.size or ARCHITECTURES[cfg.arch][1]
-    _write_model_folder(module.net, cfg, size, Path(cfg.out), records, split, metrics, seconds)
+    metrics = _best_epoch_metrics(cfg.metrics_csv)
+    _write_model_folder(module.net, cfg, records, split, metrics, seconds)
     return Path(cfg.out)
 
 
@@ -182,8 +191,7 @@ def _best_epoch_metrics(metrics_csv: Path) -> dict:
         "epoch": int(best["epoch"]), "epochs_run": len({r["epoch"] for r in rows})}
 
 
-def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, split, metrics: dict,
-                        seconds: float | None) -> None:
+def _write_model_folder(net, cfg: TrainConfig, records, split, metrics: dict, seconds: float | None) -> None:
     import lightning
     import monai
     import torch
@@ -193,6 +201,7 @@ def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, sp
     from braintumor.inference.export import export_onnx, save_weights
     from braintumor.training.plots import plot_curves
 
+    size, out = cfg.input_size, Path(cfg.out)
     net = net.cpu().float().eval()
     save_weights(net, out)
     task = ARCHITECTURES[cfg.arch][0]
@@ -246,5 +255,5 @@ def _write_model_folder(net, cfg: TrainConfig, size: int, out: Path, records, sp
                         "source (Br35H, mostly T2/FLAIR), so it may be recognised by sequence rather than anatomy.",
     }
     record_files(out, card)
-    plot_curves(out / LOGS / "metrics.csv", out / "curves.png")
+    plot_curves(cfg.metrics_csv, out / "curves.png")
     log.info("model folder written: %s", out)
