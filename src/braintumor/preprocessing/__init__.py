@@ -3,6 +3,6 @@
 Numpy + Pillow only, so training (which caches inputs) and torch-free inference share one code path.
 """
 
-from braintumor.preprocessing.geometry import Geometry, mask_to_input, output_to_image, to_model_input
+from braintumor.preprocessing.geometry import Geometry, mask_to_input, output_to_image, scale_intensity, to_model_input
 
-__all__ = ["Geometry", "to_model_input", "mask_to_input", "output_to_image"]
+__all__ = ["Geometry", "to_model_input", "mask_to_input", "output_to_image", "scale_intensity"]

@@ -38,9 +38,13 @@ def to_model_input(pixels: np.ndarray, size: int) -> tuple[np.ndarray, Geometry]
     pixels = np.asarray(pixels, dtype=np.float32)
     square, geometry = _square(pixels, float(pixels.min()))
     small = np.asarray(Image.fromarray(square, mode="F").resize((size, size), Image.BILINEAR, reducing_gap=None))
-    lo, hi = np.percentile(small, [LOW_PERCENTILE, HIGH_PERCENTILE])
-    scaled = (small - lo) / max(float(hi - lo), 1e-6)
-    return np.clip(scaled, 0.0, 1.0).astype(np.float32), geometry
+    return scale_intensity(small), geometry
+
+
+def scale_intensity(pixels: np.ndarray) -> np.ndarray:
+    """The [p0, p99.9] intensity range → [0, 1], clipped: any linear rescaling of a scan gives the same input."""
+    lo, hi = np.percentile(pixels, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    return np.clip((pixels - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).astype(np.float32)
 
 
 def mask_to_input(mask: np.ndarray, size: int) -> np.ndarray:

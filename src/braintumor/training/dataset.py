@@ -12,7 +12,8 @@ from tqdm import tqdm
 from braintumor import CLASSES
 from braintumor.data.manifest import Record, load_record
 from braintumor.errors import ScanError
-from braintumor.preprocessing import mask_to_input, to_model_input
+from braintumor.preprocessing import mask_to_input, scale_intensity, to_model_input
+from braintumor.preprocessing.shifts import gamma, skull_strip, zscore_brain
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,44 @@ def cache_slices(records: list[Record], size: int, progress: bool = True) -> dic
     }
 
 
+class RandSourceShiftd(T.RandomizableTransform, T.MapTransform):
+    """With probability ``prob``, make the slice look as if another site had prepared it: skull-stripped,
+    skull-stripped and z-scored (background above dark tissue), or another contrast curve; then scaled to
+    [0, 1] as inference does.  Applied to every class alike, so the source is no cue for the class."""
+
+    SHIFTS = (skull_strip, zscore_brain, gamma(0.6), gamma(1.6))
+
+    def __init__(self, prob: float = 0.35):
+        T.RandomizableTransform.__init__(self, prob)
+        T.MapTransform.__init__(self, ["image", "mask"])
+        self._choice = 0
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        self._choice = int(self.R.randint(len(self.SHIFTS)))
+
+    def __call__(self, data: dict) -> dict:
+        self.randomize()
+        if not self._do_transform:
+            return data
+        image = np.asarray(data["image"])[0]
+        mask = np.asarray(data["mask"])[0]
+        shifted, _ = self.SHIFTS[self._choice](image, mask)
+        out = dict(data)
+        out["image"] = torch.from_numpy(scale_intensity(shifted)[None])
+        return out
+
+
 def train_transforms() -> T.Compose:
-    """Geometry (rotation, zoom, shift, left-right flip), MRI intensity (bias field, gamma, scale, noise)."""
+    """Other sources (skull stripping, z-scoring, contrast), geometry (rotation, zoom over a wide range of fields
+    of view, shift, flips, quarter turns), MRI intensity (bias field, gamma, scale, noise)."""
     both = ["image", "mask"]
     return T.Compose([
-        T.RandAffined(both, prob=0.8, rotate_range=0.26, scale_range=0.15, translate_range=(12, 12),
+        RandSourceShiftd(prob=0.35),
+        T.RandAffined(both, prob=0.8, rotate_range=0.26, scale_range=0.3, translate_range=(16, 16),
                       mode=("bilinear", "nearest"), padding_mode="zeros"),
         T.RandFlipd(both, prob=0.5, spatial_axis=1),
+        T.RandRotate90d(both, prob=0.1),
         T.RandBiasFieldd("image", prob=0.15, coeff_range=(0.0, 0.2)),
         T.RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),
         T.RandScaleIntensityd("image", prob=0.3, factors=0.15),

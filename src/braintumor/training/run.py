@@ -238,8 +238,10 @@ def _write_model_folder(net, cfg: TrainConfig, records, split, metrics: dict, se
             "optimisation": "AdamW, one-cycle LR; Dice+BCE per slice (BCE only for seed_unet) + class-weighted "
                             "cross-entropy with label smoothing 0.05",
             "seconds": None if seconds is None else round(seconds), "precision": cfg.precision or "bf16-mixed",
-            "augmentation": "training images only: affine (±15°, ±15% zoom, ±12 px), left-right flip, bias field, "
-                            "gamma, intensity scale/shift, gaussian noise",
+            "augmentation": "training images only, every class alike: other-source looks (35%: skull stripping, "
+                            "skull stripping + z-score, gamma 0.6/1.6), affine (±15°, ±30% zoom, ±16 px), "
+                            "left-right flip, quarter turns (10%), bias field, gamma, intensity scale/shift, "
+                            "gaussian noise",
             "command": f"braintumor train --data {cfg.data} --out {cfg.out} --arch {cfg.arch} --size {size} "
                        f"--epochs {cfg.epochs} --batch-size {cfg.batch_size} --lr {cfg.lr:g} --seed {cfg.seed} "
                        f"--folds {cfg.folds} --val-fold {cfg.val_fold}"
