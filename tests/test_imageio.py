@@ -105,7 +105,7 @@ def test_nifti_volume_spacing_from_zooms_and_middle_slice(tmp_path):
     assert scan.shape == (30, 40)  # rows run along y, columns along x
     assert scan.spacing_mm == pytest.approx((0.9, 0.8)) and "NIfTI" in scan.spacing_source
     assert scan.n_slices == 7 and scan.slice_index == 3
-    assert scan.pixels[-1, -1] == 99  # posterior at the bottom, x to the right
+    assert scan.pixels[-1, 0] == 99  # posterior at the bottom, patient right on the left (radiological, as DICOM)
     assert load_scan(tmp_path / "v.nii.gz", slice_index=6).pixels[0, 0] == 6
 
 

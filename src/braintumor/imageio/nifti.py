@@ -1,38 +1,75 @@
-"""NIfTI through nibabel: 2-D or 3-D, a slice of the last axis, spacing from the header zooms."""
+"""NIfTI through nibabel: a 2-D slice or one slice of a 3-D volume, shown as DICOM shows it.
+
+The header is checked before any data is read; a ``.nii.gz`` is streamed, so only the bytes up to the
+requested slice are ever inflated.  The slice is reoriented with the affine (nibabel's closest canonical
+RAS orientation) and displayed in the radiological convention of DICOM viewers: patient right on the image's
+left, anterior or superior at the top.  Spacing comes from ``pixdim`` converted from ``xyzt_units`` to mm.
+"""
 
 from __future__ import annotations
 
 import gzip
+import io
 
 import numpy as np
 
 from braintumor.errors import ScanError
+from braintumor.imageio.limits import check_declared_bytes, check_size
 from braintumor.imageio.scan import Scan
+
+#: ``xyzt_units`` spatial codes (as nibabel names them) → mm
+_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001}
 
 
 def read_nifti(data: bytes, name: str, slice_index: int | None = None) -> Scan:
     import nibabel as nib
+    from nibabel.fileholders import FileHolder
 
-    if data.startswith(b"\x1f\x8b"):
-        data = gzip.decompress(data)
-    image = nib.Nifti1Image.from_bytes(data) if data[344:348] == b"n+1\x00" else nib.Nifti2Image.from_bytes(data)
-    shape = image.shape
+    stream = gzip.GzipFile(fileobj=io.BytesIO(data)) if data.startswith(b"\x1f\x8b") else io.BytesIO(data)
+    head = stream.read(548)
+    klass = nib.Nifti1Image if head[344:348] == b"n+1\x00" else nib.Nifti2Image
+    header = klass.header_class.from_fileobj(io.BytesIO(head))
+    shape = tuple(int(n) for n in header.get_data_shape())
     while len(shape) > 2 and shape[-1] == 1:  # trailing singleton axes are not dimensions
         shape = shape[:-1]
     if len(shape) not in (2, 3):
-        raise ScanError(name, f"NIfTI has {len(image.shape)} dimensions {tuple(image.shape)}; "
+        raise ScanError(name, f"NIfTI has {len(header.get_data_shape())} dimensions {tuple(header.get_data_shape())}; "
                               "expected a 2-D slice or a 3-D volume")
-    zooms = image.header.get_zooms()
-    volume = np.asanyarray(image.dataobj).reshape(shape)
+    check_size(name, shape[1], shape[0])
+    check_declared_bytes(name, int(np.prod(shape)) * header.get_data_dtype().itemsize, "NIfTI header")
+    stream.seek(0)
+    image = klass.from_file_map({"header": FileHolder(fileobj=stream), "image": FileHolder(fileobj=stream)})
     n = shape[2] if len(shape) == 3 else 1
     index = n // 2 if slice_index is None else int(slice_index)
     if not 0 <= index < n:
         raise ScanError(name, f"slice {index} out of range: the volume has {n} slices")
-    plane = volume[:, :, index] if len(shape) == 3 else volume
-    # array axes are (x, y): rotate so rows run top→bottom along y, columns along x
-    pixels = np.rot90(np.asarray(plane, dtype=np.float32)).copy()
-    spacing, source = None, "unknown"
-    if len(zooms) >= 2 and all(np.isfinite(z) and z > 0 for z in zooms[:2]):
-        spacing, source = (float(zooms[1]), float(zooms[0])), "NIfTI header (pixdim)"
+    proxy = image.dataobj
+    slab = proxy[..., index:index + 1] if len(proxy.shape) == 3 else np.asanyarray(proxy)
+    slab = np.asarray(slab, dtype=np.float32).reshape(shape[0], shape[1], 1)
+    ornt = nib.orientations.io_orientation(image.affine)
+    canonical = nib.orientations.apply_orientation(slab, ornt)  # array axes → R, A, S
+    normal = int(ornt[2, 0])
+    plane = np.squeeze(canonical, axis=normal)  # the two in-plane axes, in R, A, S order
+    # radiological display: columns run right → left, rows anterior → posterior or superior → inferior
+    pixels = np.ascontiguousarray(plane[::-1, ::-1].T)
+    spacing, source = _spacing(header, ornt, normal)
     return Scan(pixels=pixels, name=name, spacing_mm=spacing, spacing_source=source, n_slices=n,
-                slice_index=index, meta={"format": "NIfTI"})
+                slice_index=index, meta={"format": "NIfTI", "orientation": "".join(nib.aff2axcodes(image.affine))})
+
+
+def _spacing(header, ornt: np.ndarray, normal: int) -> tuple[tuple[float, float] | None, str]:
+    """(row, col) spacing in mm of the displayed plane, or unknown; unset units follow the common mm default."""
+    zooms = list(header.get_zooms()[:3]) + [1.0] * (3 - len(header.get_zooms()[:3]))
+    canonical = [0.0, 0.0, 0.0]
+    for axis in range(3):
+        canonical[int(ornt[axis, 0])] = float(zooms[axis])
+    first, second = (a for a in range(3) if a != normal)
+    pair = (canonical[second], canonical[first])
+    if not all(np.isfinite(z) and z > 0 for z in pair):
+        return None, "unknown"
+    unit = header.get_xyzt_units()[0]
+    if unit == "unknown":
+        return pair, "NIfTI header (pixdim; xyzt_units not set, read as mm as most NIfTI tools do)"
+    if unit not in _TO_MM:
+        return None, "unknown"
+    return (pair[0] * _TO_MM[unit], pair[1] * _TO_MM[unit]), f"NIfTI header (pixdim in {unit})"

@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from braintumor.errors import ScanError
-from braintumor.imageio.registry import check_size
-from braintumor.imageio.scan import LUMA, MAX_PIXELS, Scan
+from braintumor.imageio.limits import MAX_PIXELS, check_size
+from braintumor.imageio.scan import LUMA, Scan
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 

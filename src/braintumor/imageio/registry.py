@@ -9,7 +9,8 @@ from typing import Callable, Union
 import numpy as np
 
 from braintumor.errors import ScanError
-from braintumor.imageio.scan import MAX_PIXELS, MIN_SIDE, Scan
+from braintumor.imageio.limits import MAX_FILE_BYTES, check_size
+from braintumor.imageio.scan import Scan
 
 Source = Union[str, os.PathLike, bytes]
 Reader = Callable[[bytes, str, "int | None"], Scan]
@@ -23,7 +24,6 @@ _SUFFIX_FORMAT = {
 }
 SUPPORTED_SUFFIXES = tuple(_SUFFIX_FORMAT)
 RASTER_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
-_MAX_FILE_BYTES = 512 * 1024 * 1024
 
 
 def suffix_of(name: str) -> str:
@@ -32,7 +32,12 @@ def suffix_of(name: str) -> str:
 
 
 def sniff(data: bytes) -> str | None:
-    """The format the bytes really are, from their magic numbers (None when unrecognised)."""
+    """The format the bytes really are, from their magic numbers (None when unrecognised).
+
+    ``DICM`` at offset 128 wins: the DICOM preamble may hold another format's header (PS3.10 §7.1,
+    "dual-personality" TIFF/DICOM files)."""
+    if data[128:132] == b"DICM":
+        return "dicom"
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "PNG"
     if data.startswith(b"\xff\xd8\xff"):
@@ -41,8 +46,6 @@ def sniff(data: bytes) -> str | None:
         return "BMP"
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return "TIFF"
-    if data[128:132] == b"DICM":
-        return "dicom"
     if data.startswith(b"\x1f\x8b") or data[344:348] in (b"n+1\x00", b"ni1\x00"):
         return "nifti"
     if data.startswith(b"MATLAB") or data[512:520] == b"\x89HDF\r\n\x1a\n" or data.startswith(b"\x89HDF"):
@@ -75,8 +78,8 @@ def load_scan(source: Source, name: str | None = None, slice_index: int | None =
         name = name or str(path)
         if not path.is_file():
             raise ScanError(name, "no such file" if not path.exists() else "not a regular file")
-        if path.stat().st_size > _MAX_FILE_BYTES:
-            raise ScanError(name, f"file is larger than {_MAX_FILE_BYTES >> 20} MB")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ScanError(name, f"file is larger than {MAX_FILE_BYTES >> 20} MB")
         data = path.read_bytes()
     if not data:
         raise ScanError(name, "file is empty")
@@ -105,15 +108,6 @@ def load_scan(source: Source, name: str | None = None, slice_index: int | None =
 def _first_line(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return text[0][:200] if text else "no detail"
-
-
-def check_size(name: str, height: int, width: int) -> None:
-    """Refuse slivers and decompression bombs before decoding the pixels."""
-    if height * width > MAX_PIXELS:
-        raise ScanError(name, f"image is {width}×{height} px, over the {MAX_PIXELS // 1_000_000} Mpx limit "
-                              "(possible decompression bomb)")
-    if min(height, width) < MIN_SIDE:
-        raise ScanError(name, f"image is {width}×{height} px; a slice must be at least {MIN_SIDE}×{MIN_SIDE}")
 
 
 def _checked(scan: Scan) -> Scan:

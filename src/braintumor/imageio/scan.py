@@ -6,10 +6,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-#: Minimum side (px) of anything we call an MRI slice; smaller inputs are refused, not upscaled.
-MIN_SIDE = 16
-#: Largest slice we decode (px); above it the file is treated as a decompression bomb.
-MAX_PIXELS = 8192 * 8192
 #: ITU-R BT.601 weights: colour-encoded slices (RGB PNG, RGB DICOM) → one gray channel.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 

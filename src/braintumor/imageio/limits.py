@@ -1,0 +1,52 @@
+"""One reading policy for untrusted files: sizes are checked against these limits *before* anything big is
+allocated or inflated, and decompression is streamed with a cap.  A web server parses strangers' files, so a
+small file must never turn into gigabytes of memory (decompression bombs) or into reads outside the file."""
+
+from __future__ import annotations
+
+import zlib
+
+from braintumor.errors import ScanError
+
+#: Minimum side (px) of anything we call an MRI slice; smaller inputs are refused, not upscaled.
+MIN_SIDE = 16
+#: Largest slice we decode (16.7 Mpx; clinical MRI slices are ≤ 1024×1024).
+MAX_PIXELS = 4096 * 4096
+#: Largest amount of data a file may declare or inflate to (NIfTI volume, DICOM pixel data, HDF5 dataset).
+MAX_DECOMPRESSED_BYTES = 256 * 1024 * 1024
+#: Largest file read at all.
+MAX_FILE_BYTES = 512 * 1024 * 1024
+
+
+def check_size(name: str, height: int, width: int) -> None:
+    """Refuse slivers and decompression bombs before decoding the pixels."""
+    if height * width > MAX_PIXELS:
+        raise ScanError(name, f"image is {width}×{height} px, over the {MAX_PIXELS / 1e6:.1f} Mpx limit "
+                              "(possible decompression bomb)")
+    if min(height, width) < MIN_SIDE:
+        raise ScanError(name, f"image is {width}×{height} px; a slice must be at least {MIN_SIDE}×{MIN_SIDE}")
+
+
+def check_declared_bytes(name: str, n_bytes: int, what: str) -> None:
+    """Refuse a file whose header declares more data than we ever inflate."""
+    if n_bytes > MAX_DECOMPRESSED_BYTES:
+        raise ScanError(name, f"{what} declares {n_bytes / 2**20:.0f} MB of data, over the "
+                              f"{MAX_DECOMPRESSED_BYTES >> 20} MB decompressed-size limit (possible decompression bomb)")
+
+
+def inflate(name: str, data: bytes, wbits: int, what: str) -> bytes:
+    """zlib/deflate/gzip data inflated in steps, stopping as soon as it would pass the limit."""
+    stream = zlib.decompressobj(wbits)
+    out = bytearray()
+    step = 1 << 20
+    pending = data
+    while pending or not stream.eof:
+        chunk = stream.decompress(pending, step)
+        out += chunk
+        if len(out) > MAX_DECOMPRESSED_BYTES:
+            raise ScanError(name, f"{what} inflates to more than {MAX_DECOMPRESSED_BYTES >> 20} MB, the "
+                                  "decompressed-size limit (possible decompression bomb)")
+        pending = stream.unconsumed_tail
+        if not chunk and not pending:
+            break
+    return bytes(out)
