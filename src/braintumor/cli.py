@@ -70,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
                         "'all': every row, refused if any belongs to a training patient")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (by patient)")
 
+    h = sub.add_parser("shifts", help="score a model's unseen tumor slices under acquisition shifts (skull stripping, "
+                                      "z-score, 16-bit, zoom, rotation, bias, noise) → shifts.csv, shifts.md")
+    h.add_argument("--data", type=Path, required=True)
+    h.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    h.add_argument("--out", type=Path, required=True)
+    h.add_argument("--shift", action="append", help="only these shifts (repeatable; default: all)")
+    h.add_argument("--limit", type=int, help="a seeded sample of this many tumor slices")
+
     b = sub.add_parser("bench", help="time the default pipeline against the reference pipeline")
     b.add_argument("--json", action="store_true")
     b.add_argument("--images", type=int, default=20, help="images to time")
@@ -77,8 +85,9 @@ def _parser() -> argparse.ArgumentParser:
                    "the checkout, else synthetic 512×512 slices)")
     b.add_argument("--model", type=Path)
 
-    w = sub.add_parser("app", help="start the Streamlit web page")
-    w.add_argument("--host", default="127.0.0.1")
+    w = sub.add_parser("app", help="start the Streamlit web page (no authentication or TLS: keep it on loopback "
+                                   "or behind a reverse proxy that adds them)")
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     w.add_argument("--port", type=int, default=8501)
     return p
 
@@ -96,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             from braintumor.commands.train import run
         elif args.command == "evaluate":
             from braintumor.commands.evaluate import run
+        elif args.command == "shifts":
+            from braintumor.commands.shifts import run
         elif args.command == "bench":
             from braintumor.commands.bench import run
         else:

@@ -1,0 +1,24 @@
+"""``braintumor shifts``: see ``braintumor.evaluation.shifts``."""
+
+import csv
+
+from braintumor.evaluation.shifts import COLUMNS, markdown, shift_table
+from braintumor.inference import Analyzer
+from braintumor.preprocessing.shifts import SHIFTS
+
+
+def run(args) -> int:
+    unknown = sorted(set(args.shift or ()) - set(SHIFTS))
+    if unknown:
+        raise ValueError(f"unknown shift {', '.join(unknown)}; choose from {', '.join(SHIFTS)}")
+    analyzer = Analyzer.load(args.model)
+    rows, described = shift_table(args.data, analyzer, names=args.shift, limit=args.limit)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "shifts.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    table = markdown(rows, described, analyzer.card.get("name", str(args.model)))
+    (args.out / "shifts.md").write_text(table)
+    print(table)
+    return 0
