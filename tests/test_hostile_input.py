@@ -308,3 +308,12 @@ def test_analyze_refuses_a_bomb_in_one_line_and_goes_on(tmp_path):
     by_file = {Path(r["file"]).name: r for r in rows}
     assert "decompressed-size limit" in by_file["bomb.nii.gz"]["error"]
     assert by_file["good.dcm"]["error"] is None and "Traceback" not in done.stderr
+
+
+def test_a_sliver_too_long_to_pad_is_refused(tmp_path):
+    """A 40×65539 image (found by fuzzing a TIFF) would be padded to a 17 GB square before resizing."""
+    from PIL import Image
+
+    Image.fromarray(np.zeros((5000, 20), np.uint8)).save(tmp_path / "sliver.png")
+    with pytest.raises(ScanError, match="longest side"):
+        load_scan(tmp_path / "sliver.png")

@@ -10,8 +10,10 @@ from braintumor.errors import ScanError
 
 #: Minimum side (px) of anything we call an MRI slice; smaller inputs are refused, not upscaled.
 MIN_SIDE = 16
+#: Longest side (px) we decode; the network pads a slice to a square, so this bounds that square too.
+MAX_SIDE = 4096
 #: Largest slice we decode (16.7 Mpx; clinical MRI slices are ≤ 1024×1024).
-MAX_PIXELS = 4096 * 4096
+MAX_PIXELS = MAX_SIDE * MAX_SIDE
 #: Largest amount of data a file may declare or inflate to (NIfTI volume, DICOM pixel data, HDF5 dataset).
 MAX_DECOMPRESSED_BYTES = 256 * 1024 * 1024
 #: Largest file read at all.
@@ -23,6 +25,8 @@ def check_size(name: str, height: int, width: int) -> None:
     if height * width > MAX_PIXELS:
         raise ScanError(name, f"image is {width}×{height} px, over the {MAX_PIXELS / 1e6:.1f} Mpx limit "
                               "(possible decompression bomb)")
+    if max(height, width) > MAX_SIDE:
+        raise ScanError(name, f"image is {width}×{height} px; the longest side may be at most {MAX_SIDE} px")
     if min(height, width) < MIN_SIDE:
         raise ScanError(name, f"image is {width}×{height} px; a slice must be at least {MIN_SIDE}×{MIN_SIDE}")
 
