@@ -50,29 +50,58 @@ def test_page_renders_without_upload():
     assert at.number_input(key="spacing").value == 0.0
 
 
-def _free_port() -> int:
+def test_page_enforces_its_settings_when_started_directly():
+    """A plain ``streamlit run page.py`` (here: AppTest, no flags) gets the limits ``braintumor app`` passes."""
+    from streamlit import config
+    from streamlit.testing.v1 import AppTest
+
+    from braintumor.app.views import MAX_UPLOAD_MB, STREAMLIT_OPTIONS
+
+    defaults = {"server.maxUploadSize": 200, "browser.gatherUsageStats": True, "client.showErrorDetails": "full",
+                "client.toolbarMode": "auto"}  # Streamlit's, as a bare start has them
+    for key, value in defaults.items():
+        config.set_option(key, value)
+    at = AppTest.from_file(str(PAGE), default_timeout=60).run()
+    assert {key: config.get_option(key) for key in STREAMLIT_OPTIONS} == STREAMLIT_OPTIONS
+    assert at.file_uploader(key="uploads").proto.max_upload_size_mb == MAX_UPLOAD_MB
+    image = np.zeros((64, 64), np.uint8)
+    image[20:40, 20:40] = 120
+    at.file_uploader(key="uploads").set_value([("big.png", b"\0" * (MAX_UPLOAD_MB * 2**20 + 1), "image/png"),
+                                               ("small.png", png_bytes(image), "image/png")]).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"big.png: larger than {MAX_UPLOAD_MB} MB: not read"]
+    assert len(at.metric) == 2  # the small file is still analysed
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
-    from braintumor.commands.app import command
-
-    port = _free_port()
-    proc = subprocess.Popen(command("127.0.0.1", port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def start_server(argv: list[str], port: int, log: Path) -> tuple[subprocess.Popen, str]:
+    """Start a page server and wait until /_stcore/health answers.  Output goes to ``log``: a full pipe would
+    stall the server."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
-    while time.time() < deadline:
+    while time.time() < deadline and proc.poll() is None:
         try:
             if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
+                return proc, url
         except OSError:
             time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"app did not answer /_stcore/health: {proc.stdout.read().decode()[-2000:]}")
+    proc.kill()
+    pytest.fail(f"app did not answer /_stcore/health: {log.read_text(errors='replace')[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from braintumor.commands.app import command
+
+    port = free_port()
+    proc, url = start_server(command("127.0.0.1", port), port, tmp_path_factory.mktemp("app") / "server.log")
     yield url
     proc.terminate()
     proc.wait(timeout=20)
@@ -83,12 +112,21 @@ def test_health_answers_ok(server):
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run"]
+INTRO = "not a medical device"  # on the page once its script has run
+METRICS = "[data-testid=stMetricValue]"
+LABEL = re.compile(r"^(glioma|meningioma|pituitary|notumor)$")  # the "Tumor type" metric's value
+
+
+def require_chromium() -> None:
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("chromium is required for the browser tests: apt-get install chromium (.ci/run does)")
 
 
 @pytest.mark.browser
 def test_real_upload_in_chromium(server, dev512, tmp_path):
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("chromium is required for the browser test: apt-get install chromium (.ci/run does)")
+    require_chromium()
     from PIL import Image
     from playwright.sync_api import expect, sync_playwright
 
@@ -100,11 +138,10 @@ def test_real_upload_in_chromium(server, dev512, tmp_path):
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, viewport={"width": 1400, "height": 3400},
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"])
+            args=BROWSER_ARGS)
         page = context.new_page()
         page.goto(server)
-        expect(page.get_by_text("not a medical device")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text(INTRO)).to_be_visible(timeout=60_000)
         page.locator("input[type=file]").set_input_files([str(slice_png), str(dicom), str(broken)])
         expect(page.get_by_text("Tumor type").first).to_be_visible(timeout=60_000)
         expect(page.get_by_text("Tumor type")).to_have_count(2, timeout=60_000)
@@ -121,10 +158,10 @@ def test_real_upload_in_chromium(server, dev512, tmp_path):
         expect(areas.first).to_be_visible()
         outlines = page.locator("img")
         assert outlines.count() >= 4  # original + overlay for each readable file
-        metrics = page.locator("[data-testid=stMetricValue]")
+        metrics = page.locator(METRICS)
         expect(metrics).to_have_count(4, timeout=60_000)  # type and area for each readable file, once rerun is done
         # retrying assertions: stale elements of the previous run can linger for a moment during a rerun
-        labels = metrics.filter(has_text=re.compile(r"^(glioma|meningioma|pituitary|notumor)$"))
+        labels = metrics.filter(has_text=LABEL)
         expect(labels).to_have_count(2, timeout=30_000)
         expect(metrics.filter(has_text="cm²")).to_have_count(2, timeout=30_000)
         page.screenshot(path=str(tmp_path / "result.png"), full_page=True)

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import streamlit as st
+from streamlit import config
 
-from braintumor.app.views import (INTENDED_USE, MAX_UPLOAD_MB, SPACING_HINT, analyze_upload, file_key,
-                                  gradcam_image, probabilities_table, results_csv)
+from braintumor.app.views import (INTENDED_USE, MAX_UPLOAD_MB, SPACING_HINT, STREAMLIT_OPTIONS, View,
+                                  analyze_upload, file_key, gradcam_image, probabilities_table, results_csv)
 from braintumor.inference import Analyzer
+
+
+def enforce_options() -> None:
+    """Put STREAMLIT_OPTIONS in force however the page was started: a plain ``streamlit run page.py`` has
+    Streamlit's defaults (200 MB uploads, usage statistics, tracebacks in the browser, developer menu).
+
+    Streamlit 1.67 reads these four at use, not only at server start: showErrorDetails when an error is shown,
+    toolbarMode and gatherUsageStats in each run's new_session message, maxUploadSize in the upload handler on
+    every request (``st.set_option`` takes only ``client.*``, hence ``config.set_option``).  Out of a script's
+    reach: the process's first run sends its new_session message before this runs, and an upload can arrive
+    before any run, so the page also refuses larger files itself.  An operator's lower upload limit is kept.
+    """
+    limit = min(MAX_UPLOAD_MB, config.get_option("server.maxUploadSize"))
+    for key, value in {**STREAMLIT_OPTIONS, "server.maxUploadSize": limit}.items():
+        config.set_option(key, value)
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -29,6 +45,7 @@ def _torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("monai") is not None
 
 
+enforce_options()
 st.set_page_config(page_title="braintumor — MRI slice analysis", layout="wide")
 st.title("Brain tumor MRI slice analysis")
 st.info(INTENDED_USE)
@@ -42,16 +59,18 @@ with st.sidebar:
                          help="Where the classifier looked (needs the 'train' extra: torch + MONAI)")
 
 uploads = st.file_uploader(f"MRI slices: PNG, JPEG, TIFF, DICOM, NIfTI, Figshare .mat (up to {MAX_UPLOAD_MB} MB each)",
-                           accept_multiple_files=True, key="uploads")
+                           accept_multiple_files=True, max_upload_size=MAX_UPLOAD_MB, key="uploads")
 model = analyzer()
 views = []
 for upload in uploads or []:
-    data = upload.getvalue()
-    key = file_key(upload.name, data)
     st.divider()
     st.subheader(upload.name)
-    slice_index = st.session_state.get(f"slice-{key}")
-    view = analyze_upload(model, data, upload.name, spacing or None, slice_index)
+    if upload.size > MAX_UPLOAD_MB * 1024 * 1024:  # the server's limit may not be ours yet (enforce_options)
+        view = View(name=upload.name, error=f"larger than {MAX_UPLOAD_MB} MB: not read")
+    else:
+        data = upload.getvalue()
+        key = file_key(upload.name, data)
+        view = analyze_upload(model, data, upload.name, spacing or None, st.session_state.get(f"slice-{key}"))
     views.append(view)
     if view.error:
         st.error(f"{upload.name}: {view.error}")

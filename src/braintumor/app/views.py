@@ -22,6 +22,11 @@ from braintumor.inference import Analyzer, Result
 from braintumor.inference.render import caption_of, display_gray, heatmap, overlay
 
 MAX_UPLOAD_MB = 64
+# Streamlit settings for a page that strangers use: no telemetry, no error details or developer menu in the
+# browser, a small upload limit.  ``braintumor app`` passes them as flags and page.py sets them again at run
+# time, so a page started with a plain ``streamlit run`` gets them too.
+STREAMLIT_OPTIONS: dict[str, object] = {"server.maxUploadSize": MAX_UPLOAD_MB, "browser.gatherUsageStats": False,
+                                        "client.showErrorDetails": "none", "client.toolbarMode": "viewer"}
 INTENDED_USE = ("**Research and education only — not a medical device.** Results are not a diagnosis; the model "
                 "was trained on one public dataset of 8-bit T1 contrast-enhanced slices and can be wrong.")
 SPACING_HINT = ("PNG and JPEG files carry no pixel size. Figshare brain tumor slices: 0.49 mm at 512×512 "

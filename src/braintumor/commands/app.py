@@ -2,25 +2,58 @@
 
 from __future__ import annotations
 
-import subprocess
+import ipaddress
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
-from braintumor.app.views import MAX_UPLOAD_MB
+from braintumor.app.views import STREAMLIT_OPTIONS
+
+PAGE = Path(__file__).resolve().parent.parent / "app" / "page.py"
 
 
 def command(host: str, port: int) -> list[str]:
-    page = Path(__file__).resolve().parent.parent / "app" / "page.py"
-    return [sys.executable, "-m", "streamlit", "run", str(page), "--server.address", host, "--server.port", str(port),
-            "--server.headless", "true", "--server.maxUploadSize", str(MAX_UPLOAD_MB),
-            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", "--global.developmentMode",
-            "false"]
+    flags = {"server.address": host, "server.port": port, "server.headless": True, "server.fileWatcherType": "none",
+             "global.developmentMode": False, **STREAMLIT_OPTIONS}
+    args = [sys.executable, "-m", "streamlit", "run", str(PAGE)]
+    for key, value in flags.items():
+        args += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return args
 
 
-def run(args) -> int:
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:  # a host name (other than localhost) may resolve to anything
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def exposure_warning(host: str) -> str | None:
+    """The warning for a host that publishes the page beyond this machine, else None."""
+    if is_loopback(host):
+        return None
+    return (f"braintumor app: warning: --host {host or '(all interfaces)'} is not a loopback address. The page has no "
+            "authentication and no TLS: anyone who can reach this address can upload files and see results. "
+            "Put it behind a reverse proxy with authentication and TLS.")
+
+
+def run(args) -> NoReturn:
+    """Replace this process with Streamlit, so a signal to the pid the user started stops the server itself."""
     import importlib.util
 
     if importlib.util.find_spec("streamlit") is None:
         raise ValueError("the web app needs Streamlit: pip install 'braintumor[app]'")
+    warning = exposure_warning(args.host)
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"braintumor app on http://{args.host}:{args.port}  (Ctrl+C to stop)")
-    return subprocess.call(command(args.host, args.port))
+    sys.stdout.flush()
+    sys.stderr.flush()  # exec discards Python's buffers
+    argv = command(args.host, args.port)
+    os.execv(argv[0], argv)
