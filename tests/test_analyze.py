@@ -13,7 +13,8 @@ from PIL import Image
 from braintumor.cli import main
 from braintumor.commands.analyze import COLUMNS
 from braintumor.data import load_mask, read_manifest
-from braintumor.data.splits import group_hash
+from braintumor.data.patient_keys import trained_groups
+from braintumor.data.splits import group_of
 from braintumor.errors import ScanError
 from braintumor.evaluation.metrics import dice
 from braintumor.inference import Analyzer
@@ -29,8 +30,9 @@ def analyzer():
 def unseen_tumor_slices(request):
     """dev-512 tumor slices of patients the shipped model never trained on."""
     dev512 = request.getfixturevalue("dev512")
-    trained = set(read_card(DEFAULT_MODEL_DIR)["training"]["train_groups_sha256"])
-    rows = [r for r in read_manifest(dev512) if group_hash(r) not in trained and r.label != "notumor"]
+    records = read_manifest(dev512)
+    trained = trained_groups(records, read_card(DEFAULT_MODEL_DIR))
+    rows = [r for r in records if group_of(r) not in trained and r.label != "notumor"]
     assert len(rows) >= 15
     return rows
 

@@ -32,3 +32,38 @@ def test_evaluate_refuses_training_patients(tiny_data, tiny_model, tmp_path, cap
     assert main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(tmp_path / "e"),
                  "--split", "all"]) == 2
     assert "training patients" in capsys.readouterr().err
+
+
+def test_evaluate_without_matplotlib_fails_before_any_prediction(tiny_data, tiny_model, tmp_path, capsys, monkeypatch):
+    import sys
+
+    import braintumor.evaluation.evaluate as E
+    from braintumor.inference import Analyzer
+
+    def never(*args, **kwargs):
+        raise AssertionError("computed before the requirement check")
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    monkeypatch.setattr(E, "select_rows", never)
+    monkeypatch.setattr(Analyzer, "analyze_scans", never)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "matplotlib" in err and len(err.splitlines()) == 1
+    assert not out.exists()  # no half run
+
+
+def test_report_is_written_before_the_plots(tiny_data, tiny_model, tmp_path, capsys, monkeypatch):
+    import braintumor.evaluation.report as R
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(R, "_plots", broken)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(out),
+                 "--bootstrap", "20"]) == 2
+    assert "drawing the plots failed (RuntimeError: no display)" in capsys.readouterr().err
+    assert TOP_LEVEL <= set(json.loads((out / "report.json").read_text()))
+    assert (out / "report.md").stat().st_size > 0 and (out / "per_slice.csv").is_file()

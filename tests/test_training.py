@@ -47,6 +47,8 @@ def test_same_seed_same_weights_and_resume(tiny_data, tmp_path):
     b = train(TrainConfig(data=tiny_data, out=tmp_path / "b", size=32, epochs=1, batch_size=4, folds=4, progress=False))
     wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+    ka, kb = (json.loads((m / "card.json").read_text())["training"]["patient_keys"] for m in (a, b))
+    assert ka["salt"] != kb["salt"] and not set(ka["keys"]) & set(kb["keys"])  # same patients, unlinkable keys
     train(TrainConfig(data=tiny_data, out=tmp_path / "a", size=32, epochs=2, batch_size=4, folds=4, progress=False,
                       resume=True))
     epochs = {r["epoch"] for r in csv.DictReader(open(tmp_path / "a" / "logs" / "metrics.csv"))}
@@ -59,7 +61,10 @@ def test_init_fine_tunes_at_another_size_and_guards_validation(tiny_model, tiny_
     start, card = json.loads((tiny_model / "card.json").read_text()), json.loads((out / "card.json").read_text())
     assert card["input"]["size"] == 48 and "--init" in card["training"]["command"]
     assert card["training"]["initialised_from"]["weights_sha256"] == start["files"]["model.safetensors"]["sha256"]
-    assert set(start["training"]["train_groups_sha256"]) <= set(card["training"]["train_groups_sha256"])
+    # the start weights' salted key block travels as it is (salted keys cannot be re-keyed), with its own salt
+    assert card["training"]["start_patient_keys"] == [start["training"]["patient_keys"]]
+    assert card["training"]["patient_keys"]["salt"] != start["training"]["patient_keys"]["salt"]
+    assert "train_groups_sha256" not in card["training"]
     before, after = load_file(str(tiny_model / "model.safetensors")), load_file(str(out / "model.safetensors"))
     learned = [k for k in before if "running" not in k and "num_batches" not in k]  # BatchNorm statistics still move
     assert all(np.allclose(before[k], after[k]) for k in learned)  # lr 0: the weights are the start weights

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 import warnings
 from collections import Counter, defaultdict
@@ -13,11 +12,6 @@ from braintumor.data.manifest import Record
 def group_of(record: Record) -> str:
     """A patient id, or the image's own id when the patient is unknown (then it is its own group)."""
     return f"patient:{record.patient_id}" if record.patient_id else f"image:{record.id}"
-
-
-def group_hash(record: Record) -> str:
-    """Short one-way key of a record's group, stored in model cards instead of raw patient ids."""
-    return hashlib.sha256(group_of(record).encode()).hexdigest()[:16]
 
 
 def patient_kfold(records: list[Record], k: int = 5, seed: int = 0) -> list[int]:

@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from braintumor import CLASSES, TUMOR_CLASSES
 from braintumor.data import Record, load_record, read_manifest
-from braintumor.data.splits import group_hash, group_of
+from braintumor.data.patient_keys import trained_groups
+from braintumor.data.splits import group_of
 from braintumor.errors import ScanError
 from braintumor.evaluation import metrics as M
 
@@ -42,11 +43,8 @@ class SliceOutcome:
 
 def select_rows(records: list[Record], card: dict, split: str) -> tuple[list[Record], str]:
     """The rows to score and a sentence saying which they are: never a training patient's."""
-    trained = set(card.get("training", {}).get("train_groups_sha256", []))
-    if not trained:
-        raise ScanError("model", "the model card does not list its training patients, so evaluation cannot "
-                                 "guarantee it scores unseen patients only")
-    unseen = [r for r in records if group_hash(r) not in trained]
+    trained = trained_groups(records, card)  # refuses cards without salted keys (none, or the old unsalted ones)
+    unseen = [r for r in records if group_of(r) not in trained]
     n_seen = len(records) - len(unseen)
     if split == "all" and n_seen:
         raise ScanError("dataset", f"{n_seen} rows of this dataset belong to the model's training patients; "
@@ -59,6 +57,18 @@ def select_rows(records: list[Record], card: dict, split: str) -> tuple[list[Rec
     return unseen, (f"the {len(unseen)} rows of patients never used in training ({patients} patients; for the training "
                     f"dataset this is the model's patient-level validation fold); {n_seen} rows of training "
                     "patients left out")
+
+
+def check_requirements() -> None:
+    """Fail at once, before any prediction, when something the report needs is missing (the plots: matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+    except Exception as err:  # ImportError, or a broken install
+        raise ImportError(f"evaluate draws its plots with matplotlib, which cannot be imported ({err}); "
+                          "pip install 'braintumor[train]'", name="matplotlib") from None
 
 
 def evaluate(data, analyzer, split: str = "unseen", progress: bool = True) -> tuple[list[SliceOutcome], str]:

@@ -9,19 +9,25 @@ from pathlib import Path
 import numpy as np
 
 from braintumor import CLASSES, TUMOR_CLASSES
+from braintumor.errors import ScanError
 
 
 def write_report(report: dict, outcomes, out: Path, described: str, model_card: dict) -> None:
+    """Figures first (report.json, report.md, CSVs), plots last: a plotting failure never loses the figures."""
     out.mkdir(parents=True, exist_ok=True)
     report = {**report, "split": described, "model": model_card.get("name"),
               "model_training": model_card.get("training", {}).get("split")}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(markdown(report))
     _per_slice_csv(outcomes, out / "per_slice.csv")
     for key, names, stem in (("confusion_matrix", CLASSES, "confusion_matrix"),
                              ("tumor_type_confusion_matrix", TUMOR_CLASSES, "confusion_matrix_tumor_types")):
         _matrix_csv(report[key], names, out / f"{stem}.csv")
-    _plots(report, outcomes, out)
-    (out / "report.md").write_text(markdown(report))
+    try:
+        _plots(report, outcomes, out)
+    except Exception as err:
+        raise ScanError(str(out), f"drawing the plots failed ({type(err).__name__}: {err}); report.json, report.md "
+                                  "and the CSVs are written") from err
 
 
 def _per_slice_csv(outcomes, path: Path) -> None:

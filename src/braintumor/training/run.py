@@ -119,13 +119,16 @@ def _init_dir(cfg: TrainConfig) -> Path | None:
 def initialise(net, cfg: TrainConfig, val_records) -> None:
     """Load ``cfg.init``'s verified weights into ``net``; refuse when that model trained on this run's validation
     patients (its figures would be optimistic). Fully convolutional nets accept any ``--size``."""
-    from braintumor.data.splits import group_hash
+    from braintumor.data.patient_keys import trained_groups
     from braintumor.inference.export import load_torch_model
 
     source, card = load_torch_model(_init_dir(cfg))
     if card["architecture"] != cfg.arch:
         raise ValueError(f"--init {cfg.init}: a {card['architecture']} model cannot start a {cfg.arch} run")
-    seen = set(card.get("training", {}).get("train_groups_sha256", [])) & {group_hash(r) for r in val_records}
+    try:  # every key block: the start model's own patients and those of the weights it started from
+        seen = trained_groups(val_records, card)
+    except ValueError as err:
+        raise ValueError(f"--init {cfg.init}: {err}") from None
     if seen:
         recipe = card.get("training", {}).get("split_recipe", {})
         raise ValueError(f"--init {cfg.init}: that model was trained on {len(seen)} patients/images of this run's "
@@ -196,7 +199,7 @@ def _write_model_folder(net, cfg: TrainConfig, records, split, metrics: dict, se
     import monai
     import torch
 
-    from braintumor.data.splits import group_hash
+    from braintumor.data.patient_keys import key_block, trained_keys
     from braintumor.inference.bundle import WEIGHTS, read_card, record_files
     from braintumor.inference.export import export_onnx, save_weights
     from braintumor.training.plots import plot_curves
@@ -208,8 +211,10 @@ def _write_model_folder(net, cfg: TrainConfig, records, split, metrics: dict, se
     if task == "segmentation+classification":
         export_onnx(net, size, out)
     init = read_card(_init_dir(cfg)) if cfg.init else {}
-    trained_on = {group_hash(r) for r in records if split[r.id] == "train"}
-    trained_on |= set(init.get("training", {}).get("train_groups_sha256", []))  # what the start weights saw
+    # salted scrypt keys of this run's training groups, plus the start weights' key blocks as they are (salted keys
+    # cannot be merged into a new salt): checks consult every block
+    patient_keys = key_block([r for r in records if split[r.id] == "train"])
+    start_keys = [b.as_card() for b in trained_keys(init)] if init else []
     sides = {side: Counter(r.label for r in records if split[r.id] == side) for side in ("train", "val")}
     patients = {side: len({r.patient_id for r in records if split[r.id] == side and r.patient_id})
                 for side in ("train", "val")}
@@ -229,8 +234,8 @@ def _write_model_folder(net, cfg: TrainConfig, records, split, metrics: dict, se
             "split": f"patient-level class-stratified {cfg.folds}-fold, seed {cfg.seed}, "
                      f"validation fold {cfg.val_fold}",
             "split_recipe": {"folds": cfg.folds, "seed": cfg.seed, "val_fold": cfg.val_fold},
-            # one-way keys of every training patient/image, so evaluation can refuse to score them
-            "train_groups_sha256": sorted(trained_on),
+            # one-way keys of every training patient/image, so evaluation can refuse to score them (never raw ids)
+            "patient_keys": patient_keys, "start_patient_keys": start_keys,
             "initialised_from": {"name": init.get("name"), "command": init["training"].get("command"),
                                  "weights_sha256": init["files"][WEIGHTS]["sha256"]} if init else None,
             "epochs_run": metrics.pop("epochs_run", None), "best_epoch": metrics.get("epoch"),

@@ -1,0 +1,150 @@
+"""Model cards key their training patients with salted scrypt: not brute-forceable, never raw ids, old cards refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from braintumor.cli import main
+from braintumor.data import Record, read_manifest, train_val_test_split
+from braintumor.data.patient_keys import (KeyParams, group_key, group_keys, key_block, new_key_params,
+                                          trained_groups, trained_keys)
+from braintumor.data.splits import group_of
+from braintumor.errors import ScanError
+from braintumor.inference.bundle import DEFAULT_MODEL_DIR, read_card, verified_file
+from braintumor.training.run import TrainConfig, train
+
+CANDIDATES = 10 ** 8  # every 8-digit hospital record number
+CPU_WEEK_S = 7 * 24 * 3600  # 604 800 s
+DEV_GROUPS = 171 + 305  # the distinct groups of ../shared/data/dev: patients + no-tumor images without a patient
+DEV_BUDGET_S = 6.0
+
+
+def _record(i: int, patient: str = "") -> Record:
+    return Record(id=f"img{i}", image=Path(f"images/img{i}.png"), mask=None,
+                  label="glioma" if patient else "notumor", patient_id=patient or None, spacing_mm=None)
+
+
+def _dev_like_records() -> list[Record]:
+    """476 groups like dev's: 171 patients with 8-digit record numbers (two slices each) and 305 lone images."""
+    records = [_record(2 * i + s, patient=str(10_000_000 + 7919 * i)) for i in range(171) for s in range(2)]
+    return records + [_record(1000 + i) for i in range(305)]
+
+
+def test_one_key_costs_a_cpu_week_over_all_record_numbers_and_dev_stays_cheap():
+    params = new_key_params()
+    times = []
+    cpu = time.process_time()
+    for i in range(15):
+        started = time.perf_counter()
+        group_key(f"patient:{12_345_678 + i}", params)
+        times.append(time.perf_counter() - started)
+    cpu_per_key = (time.process_time() - cpu) / len(times)
+    per_key = min(min(times), cpu_per_key)  # the attacker's best case on this machine: CPU time, or the fastest key
+    brute_force_s = CANDIDATES * per_key
+    records = _dev_like_records()
+    started = time.perf_counter()
+    keys = group_keys(records, params)
+    dev_s = time.perf_counter() - started
+    print(f"\nscrypt n={params.n} r={params.r} p={params.p} dklen={params.dklen}: per key {per_key * 1e3:.2f} ms "
+          f"(fastest {min(times) * 1e3:.2f} ms, median {statistics.median(times) * 1e3:.2f} ms, "
+          f"CPU {cpu_per_key * 1e3:.2f} ms); 10^8 ids = {brute_force_s:,.0f} CPU-s "
+          f"({brute_force_s / CPU_WEEK_S:.2f} CPU-weeks); {len(keys)} groups in {dev_s:.2f} s")
+    assert len(keys) == DEV_GROUPS and len(set(keys.values())) == DEV_GROUPS
+    assert brute_force_s >= CPU_WEEK_S
+    # budget ≤ 6 s; twice that tolerated on a loaded machine (the project machine shares 2 cores with training)
+    assert dev_s <= 2 * DEV_BUDGET_S
+
+
+def test_each_group_is_keyed_once(monkeypatch):
+    import braintumor.data.patient_keys as splits
+
+    calls = []
+    real = splits.group_key
+    monkeypatch.setattr(splits, "group_key", lambda g, p: calls.append(g) or real(g, p))
+    keys = group_keys([_record(1, "p1"), _record(2, "p1"), _record(3)], new_key_params())
+    assert sorted(calls) == sorted(keys) == ["image:img3", "patient:p1"]
+
+
+def test_two_models_get_different_salts_and_keys():
+    records = [_record(i, f"{10_000_000 + i}") for i in range(5)]
+    a, b = key_block(records), key_block(records)
+    assert a["salt"] != b["salt"] and len(bytes.fromhex(a["salt"])) == 16
+    assert not set(a["keys"]) & set(b["keys"])
+    assert {k: a[k] for k in ("kdf", "n", "r", "p", "dklen")} == {"kdf": "scrypt", "n": 4096, "r": 8, "p": 1, "dklen": 16}
+
+
+def test_every_key_block_is_consulted():
+    own, start = [_record(1, "alice"), _record(2)], [_record(3, "bob")]
+    card = {"training": {"patient_keys": key_block(own), "start_patient_keys": [key_block(start)]}}
+    everyone = own + start + [_record(4, "carol")]
+    assert trained_groups(everyone, card) == {"patient:alice", "image:img2", "patient:bob"}
+    assert len(trained_keys(card)) == 2
+
+
+def test_cards_without_salted_keys_are_refused():
+    records = [_record(1, "alice")]
+    with pytest.raises(ScanError, match="unsalted SHA-256 keys .*re-create the card"):
+        trained_keys({"training": {"train_groups_sha256": ["0123456789abcdef"]}})
+    with pytest.raises(ScanError, match="does not list its training patients"):
+        trained_keys({"training": {}})
+    cheap = KeyParams(salt=b"s" * 16, n=16, r=1, p=1)
+    with pytest.raises(ScanError, match="too cheap"):
+        trained_groups(records, {"training": {"patient_keys": key_block(records, cheap)}})
+    with pytest.raises(ScanError, match="unsupported"):
+        trained_keys({"training": {"patient_keys": {"kdf": "sha256", "keys": []}}})
+
+
+def _old_style(model_dir, dest):
+    """A copy of a model folder whose card still lists unsalted SHA-256 keys."""
+    shutil.copytree(model_dir, dest)
+    card = json.loads((dest / "card.json").read_text())
+    card["training"].pop("patient_keys")
+    card["training"].pop("start_patient_keys")
+    card["training"]["train_groups_sha256"] = ["0123456789abcdef"]
+    (dest / "card.json").write_text(json.dumps(card, indent=2))
+    return dest
+
+
+def test_evaluate_and_init_refuse_an_old_style_card(tiny_data, tiny_model, tmp_path, capsys):
+    old = _old_style(tiny_model, tmp_path / "old")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--data", str(tiny_data), "--model", str(old), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "unsalted SHA-256 keys" in err and "re-create the card" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    with pytest.raises(ValueError, match="unsalted SHA-256 keys"):
+        train(TrainConfig(data=tiny_data, out=tmp_path / "ft", size=32, epochs=1, batch_size=4, folds=4,
+                          progress=False, init=old))
+
+
+def test_a_card_never_holds_raw_ids(tiny_data, tiny_model):
+    text = (tiny_model / "card.json").read_text()
+    records = read_manifest(tiny_data)
+    assert all(f'"{r.id}"' not in text and f"image:{r.id}" not in text for r in records)
+    assert all(r.patient_id not in text for r in records if r.patient_id)
+    keys = json.loads(text)["training"]["patient_keys"]
+    assert keys["keys"] == sorted(keys["keys"]) and all(len(k) == 32 and int(k, 16) >= 0 for k in keys["keys"])
+
+
+def test_shipped_card_is_migrated_and_still_verifies(dev):
+    card = read_card(DEFAULT_MODEL_DIR)
+    assert "train_groups_sha256" not in card["training"]
+    for name in card["files"]:
+        verified_file(DEFAULT_MODEL_DIR, name, card)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        records = read_manifest(dev)
+        recipe = card["training"]["split_recipe"]
+        split = train_val_test_split(records, val_fold=recipe["val_fold"], k=recipe["folds"], seed=recipe["seed"])
+    trained = trained_groups(records, card)
+    assert trained == {group_of(r) for r in records if split[r.id] == "train"}
+    assert len(trained) == len(card["training"]["patient_keys"]["keys"]) == 381
+    text = (DEFAULT_MODEL_DIR / "card.json").read_text()
+    assert not any(f'"{r.id}"' in text or (r.patient_id and f'"{r.patient_id}"' in text) for r in records)
