@@ -23,9 +23,10 @@ def test_evaluate_scores_only_validation_patients(tiny_data, tiny_model, tmp_pat
     assert sum(split[i] == "val" for i in split) == len(scored)
     assert sum(map(sum, report["confusion_matrix"])) == len(scored)
     for name in ("report.md", "confusion_matrix.csv", "confusion_matrix.png", "confusion_matrix_tumor_types.csv",
-                 "segmentation.png"):
+                 "segmentation.png", "reliability.png"):
         assert (out / name).stat().st_size > 0
     assert set(report["ci95"]) >= {"accuracy", "dice_mean"}
+    assert 0 <= report["ece"] <= 1 and sum(b["n"] for b in report["reliability"]) == len(scored)
 
 
 def test_evaluate_refuses_training_patients(tiny_data, tiny_model, tmp_path, capsys):

@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
                         "'all': every row, refused if any belongs to a training patient")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (by patient)")
 
+    c = sub.add_parser("calibrate", help="fit a model folder's temperature and out-of-distribution threshold on the "
+                                         "patients it did not train on (needs the 'train' extra for old folders)")
+    c.add_argument("--data", type=Path, required=True, help="the model's training dataset (its unseen fold is used)")
+    c.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+
     h = sub.add_parser("shifts", help="score a model's unseen tumor slices under acquisition shifts (skull stripping, "
                                       "z-score, 16-bit, zoom, rotation, bias, noise) → shifts.csv, shifts.md")
     h.add_argument("--data", type=Path, required=True)
@@ -105,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             from braintumor.commands.train import run
         elif args.command == "evaluate":
             from braintumor.commands.evaluate import run
+        elif args.command == "calibrate":
+            from braintumor.commands.calibrate import run
         elif args.command == "shifts":
             from braintumor.commands.shifts import run
         elif args.command == "bench":

@@ -13,7 +13,7 @@ from braintumor import CLASSES
 from braintumor.imageio.registry import SUPPORTED_SUFFIXES, suffix_of
 
 COLUMNS = ["file", "label", "confidence", *[f"p_{c}" for c in CLASSES], "tumor_pixels", "area_cm2",
-           "spacing_mm", "spacing_source", "warnings", "error"]
+           "spacing_mm", "spacing_source", "ood_score", "warnings", "error"]
 
 
 def expand(inputs: list[Path]) -> list[Path]:

@@ -31,6 +31,8 @@ class SliceOutcome:
     hd95_mm: float | None = None
     area_true_cm2: float | None = None
     area_pred_cm2: float | None = None
+    pred_pixels: int = 0  # predicted tumor pixels (an outline on a no-tumor image is a false finding)
+    ood_warned: bool = False  # the out-of-distribution warning was raised
     error: str | None = None
 
     @property
@@ -83,7 +85,9 @@ def evaluate(data, analyzer, split: str = "unseen", progress: bool = True) -> tu
             continue
         result = analyzer.analyze_scans([scan])[0]
         probs = np.array([result.probabilities[c] for c in CLASSES])
-        o = SliceOutcome(r, true, int(probs.argmax()), probs)
+        o = SliceOutcome(r, true, int(probs.argmax()), probs,
+                         pred_pixels=result.tumor_pixels,
+                         ood_warned=result.ood_score is not None and result.ood_score > analyzer.ood_threshold)
         if r.label != "notumor":
             spacing = scan.spacing_mm or ((r.spacing_mm, r.spacing_mm) if r.spacing_mm else None)
             o.dice, o.iou = M.dice(result.mask, truth), M.iou(result.mask, truth)
@@ -130,6 +134,11 @@ def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -
         "area_abs_error_cm2_median": float(np.median([abs(o.area_pred_cm2 - o.area_true_cm2) for o in area]))
         if area else None,
         "missed_tumors": int(sum(o.dice == 0 for o in seg)),
+        "notumor_outlined": float(np.mean([o.pred_pixels > 0 for o in ok if o.true == CLASSES.index("notumor")]))
+        if any(o.true == CLASSES.index("notumor") for o in ok) else None,
+        "ece": M.expected_calibration_error(probs, y),
+        "reliability": [{"confidence": c, "accuracy": a, "n": n} for c, a, n in M.reliability(probs, y)],
+        "ood_warning_rate": float(np.mean([o.ood_warned for o in ok])),
         "classes": list(CLASSES),
         "per_class": {c: {k: float(v[i]) for k, v in scores.items()} for i, c in enumerate(CLASSES)},
         "tumor_type_per_class": {c: {k: float(v[i]) for k, v in scores3.items()} for i, c in enumerate(TUMOR_CLASSES)},

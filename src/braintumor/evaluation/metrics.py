@@ -58,3 +58,24 @@ def hausdorff95(pred: np.ndarray, true: np.ndarray, spacing_mm: tuple[float, flo
 def area_cm2(pixels: int, spacing_mm: tuple[float, float]) -> float:
     """Area of ``pixels`` pixels of ``row × col`` mm, in cm²."""
     return float(pixels) * spacing_mm[0] * spacing_mm[1] / 100.0
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> list[tuple[float, float, int]]:
+    """(mean confidence, accuracy, count) per equal-width confidence bin of the top class."""
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    return [(float(confidence[index == b].mean()), float(correct[index == b].mean()), int((index == b).sum()))
+            for b in range(bins) if (index == b).any()]
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE: the count-weighted mean |accuracy − confidence| over confidence bins (0 = perfectly calibrated)."""
+    table = reliability(probs, labels, bins)
+    return float(sum(n * abs(acc - conf) for conf, acc, n in table) / max(1, len(labels)))
+
+
+def nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true class."""
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())

@@ -74,6 +74,7 @@ def _plots(report: dict, outcomes, out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / f"{stem}.png", dpi=100)
         plt.close(fig)
+    _reliability_plot(report["reliability"], report["ece"], out / "reliability.png", plt)
     seg = [o for o in outcomes if o.dice is not None]
     if seg:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -88,6 +89,24 @@ def _plots(report: dict, outcomes, out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / "segmentation.png", dpi=100)
         plt.close(fig)
+
+
+def _reliability_plot(table: list[dict], ece: float, path: Path, plt) -> None:
+    """Accuracy against confidence per bin: on the diagonal, "90% confidence" means 90% right."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.plot([b["confidence"] for b in table], [b["accuracy"] for b in table], "o-", label=f"model (ECE {ece:.3f})")
+    for b in table:
+        ax.annotate(str(b["n"]), (b["confidence"], b["accuracy"]), fontsize=7, xytext=(3, -9),
+                    textcoords="offset points")
+    ax.set_xlabel("confidence (top class)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _fmt(value, pct=False) -> str:
@@ -115,6 +134,9 @@ def markdown(r: dict) -> str:
         f"| HD95 median / mean (mm) | {_fmt(r['hd95_mm_median'])} / {_fmt(r['hd95_mm_mean'])} |",
         f"| area relative error, median | {_fmt(r['area_error_median'], True)}{interval('area_error_median', True)} |",
         f"| tumors missed entirely (Dice 0) | {r['missed_tumors']} |",
+        f"| no-tumor images given an outline | {_fmt(r['notumor_outlined'], True)} |",
+        f"| expected calibration error (4 classes, 15 bins) | {_fmt(r['ece'])} |",
+        f"| out-of-distribution warnings | {_fmt(r['ood_warning_rate'], True)} |",
         "", "## Per class (4-class decision)", "", "| class | precision | recall | F1 | n |", "|---|---|---|---|---|",
         *[f"| {c} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | {_fmt(v['f1'])} | {int(v['support'])} |"
           for c, v in r["per_class"].items()],

@@ -17,7 +17,8 @@ from braintumor import CLASSES
 from braintumor.errors import ScanError
 from braintumor.evaluation.metrics import area_cm2
 from braintumor.imageio import Scan, as_spacing, load_scan
-from braintumor.inference.bundle import DEFAULT_MODEL_DIR, ONNX, read_card, verified_file
+from braintumor.inference.bundle import DEFAULT_MODEL_DIR, ONNX, OOD, read_card, verified_file
+from braintumor.inference.calibration import FeatureModel, apply_temperature
 from braintumor.inference.checks import input_warnings, consistency_warnings
 from braintumor.preprocessing import Geometry, output_to_image, to_model_input
 
@@ -35,6 +36,7 @@ class Result:
     area_cm2: float | None = None  # None when the pixel spacing is unknown: never a made-up number
     spacing_mm: tuple[float, float] | None = None
     spacing_source: str = "unknown"
+    ood_score: float | None = None  # how unlike the training images (None: the model has no feature model)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     scan: Scan | None = None
@@ -64,6 +66,7 @@ class Result:
             "area_cm2": None if self.area_cm2 is None else round(self.area_cm2, 3),
             "spacing_mm": None if self.spacing_mm is None else [round(s, 4) for s in self.spacing_mm],
             "spacing_source": None if self.error else self.spacing_source,
+            "ood_score": None if self.ood_score is None else round(self.ood_score, 3),
             "warnings": list(self.warnings),
             "error": self.error,
         }
@@ -89,6 +92,11 @@ class Analyzer:
         self.size = int(self.card["input"]["size"])
         self.threshold = float(self.card.get("mask_threshold", 0.5))
         self.classes = list(self.card["classes"])
+        calibration = self.card.get("calibration", {})
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.ood_threshold = calibration.get("ood_threshold")
+        self.features = FeatureModel.load(verified_file(self.model_dir, OOD, self.card)) \
+            if self.ood_threshold is not None else None
 
     @classmethod
     def default(cls) -> "Analyzer":
@@ -107,10 +115,18 @@ class Analyzer:
     def analyze_scans(self, scans: list[Scan], spacing_mm=None) -> list[Result]:
         """One network run for a batch of scans."""
         inputs, geometries = zip(*(to_model_input(s.pixels, self.size) for s in scans))
-        batch = np.stack(inputs)[:, None]
-        mask_prob, class_prob = self.session.run(None, {"image": batch})
-        return [self._result(s, x, g, m[0], p, spacing_mm)
-                for s, x, g, m, p in zip(scans, inputs, geometries, mask_prob, class_prob)]
+        mask_prob, class_prob, features = self.network(np.stack(inputs)[:, None])
+        class_prob = apply_temperature(class_prob, self.temperature) if self.temperature != 1.0 else class_prob
+        scores = self.features.score(features) if self.features is not None and features is not None \
+            else [None] * len(scans)
+        return [self._result(s, x, g, m[0], p, spacing_mm, o)
+                for s, x, g, m, p, o in zip(scans, inputs, geometries, mask_prob, class_prob, scores)]
+
+    def network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The graph's raw outputs for a ``(N, 1, size, size)`` batch: mask and class probabilities (before
+        calibration) and the pooled features (None for graphs exported without them)."""
+        outputs = self.session.run(None, {"image": batch})
+        return outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None
 
     def analyze_many(self, sources: Iterable, spacing_mm=None, batch_size: int = 8) -> Iterator[Result]:
         """Results in input order; an unreadable file yields a Result with ``error`` set, the rest go on."""
@@ -130,7 +146,7 @@ class Analyzer:
             yield from self.analyze_scans(pending, spacing_mm)
 
     def _result(self, scan: Scan, model_input: np.ndarray, geometry: Geometry, mask_prob: np.ndarray,
-                probs: np.ndarray, spacing_mm) -> Result:
+                probs: np.ndarray, spacing_mm, ood_score: float | None = None) -> Result:
         mask = (output_to_image(mask_prob, geometry) >= self.threshold).astype(np.uint8)
         spacing, source = scan.spacing_mm, scan.spacing_source
         if spacing is None and spacing_mm is not None:
@@ -139,6 +155,9 @@ class Analyzer:
         probabilities = {c: float(p) for c, p in zip(self.classes, probs)}
         label = self.classes[int(np.argmax(probs))]
         warnings = input_warnings(scan, model_input)
+        if ood_score is not None and ood_score > self.ood_threshold:
+            warnings.append(f"unlike the images the model was trained on (out-of-distribution score {ood_score:.2f} > "
+                            f"{self.ood_threshold:.2f}): the type, outline and area are unreliable for this input")
         if probabilities[label] < LOW_CONFIDENCE:
             warnings.append(f"low confidence ({probabilities[label]:.2f}): treat the tumor type as uncertain")
         warnings += consistency_warnings(label, pixels, mask.size)
@@ -146,4 +165,5 @@ class Analyzer:
             warnings.append("pixel spacing unknown: area not computed (give --spacing-mm)")
         return Result(file=scan.name, label=label, probabilities=probabilities, mask=mask, tumor_pixels=pixels,
                       area_cm2=area_cm2(pixels, spacing) if spacing else None, spacing_mm=spacing,
-                      spacing_source=source, warnings=warnings, scan=scan)
+                      spacing_source=source, ood_score=None if ood_score is None else float(ood_score),
+                      warnings=warnings, scan=scan)

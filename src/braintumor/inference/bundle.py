@@ -1,4 +1,5 @@
-"""A model folder: ``card.json`` + ``model.safetensors`` (+ ``model.onnx``), every file checked by SHA-256.
+"""A model folder: ``card.json`` + ``model.safetensors`` (+ ``model.onnx``, ``ood.safetensors``), every file
+checked by SHA-256.
 
 Torch-free, so the analysis path can verify and load a model without importing torch.
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from braintumor.errors import ScanError
 
-CARD, WEIGHTS, ONNX = "card.json", "model.safetensors", "model.onnx"
+CARD, WEIGHTS, ONNX, OOD = "card.json", "model.safetensors", "model.onnx", "ood.safetensors"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
 
 
@@ -48,6 +49,6 @@ def record_files(model_dir: str | Path, card: dict) -> dict:
     """Write each model file's SHA-256 and size into ``card`` and save it."""
     model_dir = Path(model_dir)
     card["files"] = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size}
-                     for p in sorted(model_dir.iterdir()) if p.name in (WEIGHTS, ONNX)}
+                     for p in sorted(model_dir.iterdir()) if p.name in (WEIGHTS, ONNX, OOD)}
     (model_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
     return card

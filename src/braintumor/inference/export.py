@@ -27,22 +27,25 @@ def load_torch_model(model_dir: str | Path) -> tuple[nn.Module, dict]:
 
 
 class _Probabilities(nn.Module):
-    """The graph we ship: probabilities, not logits, so the ONNX path needs no post-processing maths."""
+    """The graph we ship: probabilities, not logits, so the ONNX path needs no post-processing maths; and the
+    pooled encoder features, from which the out-of-distribution score is computed."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
     def forward(self, x):
-        seg, cls = self.net(x)
-        return torch.sigmoid(seg), torch.softmax(cls, dim=1)
+        seg, cls, features = self.net.forward_with_features(x)
+        return torch.sigmoid(seg), torch.softmax(cls, dim=1), features
 
 
 def export_onnx(net: nn.Module, size: int, model_dir: str | Path) -> Path:
     path = Path(model_dir) / ONNX
     wrapper = _Probabilities(net.eval().to(memory_format=torch.contiguous_format)).eval()
     example = torch.zeros(1, 1, size, size)
-    torch.onnx.export(wrapper, (example,), str(path), input_names=["image"], output_names=["mask_prob", "class_prob"],
-                      dynamic_axes={"image": {0: "batch"}, "mask_prob": {0: "batch"}, "class_prob": {0: "batch"}},
+    torch.onnx.export(wrapper, (example,), str(path), input_names=["image"],
+                      output_names=["mask_prob", "class_prob", "features"],
+                      dynamic_axes={"image": {0: "batch"}, "mask_prob": {0: "batch"}, "class_prob": {0: "batch"},
+                                    "features": {0: "batch"}},
                       opset_version=17, dynamo=False)
     return path

@@ -23,6 +23,12 @@ class MultiTaskUNet(BasicUNet):
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seg, cls, _ = self.forward_with_features(x)
+        return seg, cls
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mask logits, class logits and the pooled encoder features the class head reads (for the
+        out-of-distribution score)."""
         x0 = self.conv_0(x)
         x1 = self.down_1(x0)
         x2 = self.down_2(x1)
@@ -33,4 +39,4 @@ class MultiTaskUNet(BasicUNet):
         u3 = self.upcat_3(u4, x2)
         u2 = self.upcat_2(u3, x1)
         u1 = self.upcat_1(u2, x0)
-        return self.final_conv(u1), self.class_head(pooled)
+        return self.final_conv(u1), self.class_head(pooled), pooled

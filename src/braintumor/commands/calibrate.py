@@ -1,0 +1,48 @@
+"""``braintumor calibrate``: fit the temperature and the out-of-distribution model of a model folder on a dataset
+(see ``braintumor.evaluation.calibration``) and store them in the folder, checksummed in its card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from braintumor.inference.bundle import DEFAULT_MODEL_DIR, OOD, read_card, record_files
+
+
+def _with_features(model_dir: Path):
+    """An Analyzer whose ONNX graph outputs the pooled features; older folders are re-exported from their
+    verified safetensors weights (needs the 'train' extra)."""
+    from braintumor.inference import Analyzer
+
+    analyzer = Analyzer(model_dir)
+    if len(analyzer.session.get_outputs()) > 2:
+        return analyzer
+    from braintumor.inference.export import export_onnx, load_torch_model
+
+    net, card = load_torch_model(model_dir)
+    export_onnx(net, int(card["input"]["size"]), model_dir)
+    record_files(model_dir, card)
+    print(f"re-exported {model_dir / 'model.onnx'} with a 'features' output")
+    return Analyzer(model_dir)
+
+
+def run(args) -> int:
+    from safetensors.numpy import save_file
+
+    from braintumor.evaluation.calibration import calibrate
+
+    model_dir = Path(args.model or DEFAULT_MODEL_DIR)
+    card = read_card(model_dir)
+    card.pop("calibration", None)  # fitted on the raw network, never on an earlier calibration
+    record_files(model_dir, card)
+    analyzer = _with_features(model_dir)
+    block, features = calibrate(args.data, analyzer)
+    save_file({k: v.astype("float32") for k, v in features.tensors().items()}, str(model_dir / OOD))
+    card = read_card(model_dir)
+    card["calibration"] = block
+    record_files(model_dir, card)
+    held = block["heldout"]
+    print(f"temperature {block['temperature']:.3f}: ECE {held['ece_before']:.3f} → {held['ece_after']:.3f}, "
+          f"NLL {held['nll_before']:.3f} → {held['nll_after']:.3f} on {held['images']} held-out images; "
+          f"out-of-distribution threshold {block['ood_threshold']:.2f}, false alarms {held['ood_false_alarm_rate']:.1%} "
+          f"on them → {model_dir}")
+    return 0

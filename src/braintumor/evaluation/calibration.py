@@ -1,0 +1,115 @@
+"""Fit what ``inference.calibration`` applies: a temperature for the class probabilities and a Gaussian model of
+the training images' pooled features for the out-of-distribution score, with its threshold.
+
+Honest by construction: the feature model is fitted on the model's training images; the unseen patients are
+split in two halves by patient, one to fit the temperature and the threshold, the other to report the ECE and
+the false-alarm rate that a user can expect.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm import tqdm
+
+from braintumor import CLASSES
+from braintumor.data import Record, load_record, read_manifest
+from braintumor.data.splits import group_of
+from braintumor.errors import ScanError
+from braintumor.evaluation import metrics as M
+from braintumor.evaluation.evaluate import select_rows
+from braintumor.inference.calibration import FeatureModel, apply_temperature
+from braintumor.preprocessing import to_model_input
+
+#: Principal components of the feature model; the threshold's quantile on the fitting half.
+COMPONENTS, QUANTILE = 32, 0.985
+
+
+def network_outputs(analyzer, records: list[Record], batch: int = 32, progress: bool = True):
+    """Uncalibrated class probabilities, pooled features and labels of ``records`` (unreadable rows skipped)."""
+    probs, features, labels, kept = [], [], [], []
+    for start in tqdm(range(0, len(records), batch), desc="network", disable=not progress, leave=False):
+        inputs = []
+        for r in records[start:start + batch]:
+            try:
+                scan, _ = load_record(r)
+            except ScanError:
+                continue
+            inputs.append(to_model_input(scan.pixels, analyzer.size)[0])
+            labels.append(CLASSES.index(r.label))
+            kept.append(r)
+        if inputs:
+            _, p, f = analyzer.network(np.stack(inputs)[:, None])
+            if f is None:
+                raise ScanError(str(analyzer.model_dir), "the model's ONNX graph has no 'features' output; "
+                                                         "re-export it (braintumor calibrate --reexport)")
+            probs.append(p)
+            features.append(f)
+    return np.concatenate(probs), np.concatenate(features), np.array(labels), kept
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The T that minimises the NLL of softmax(log p / T) (a 1-D bounded search)."""
+    from scipy.optimize import minimize_scalar
+
+    result = minimize_scalar(lambda t: M.nll(apply_temperature(probs, t), labels), bounds=(0.05, 20.0),
+                             method="bounded")
+    return float(result.x)
+
+
+def fit_features(features: np.ndarray, labels: np.ndarray, components: int = COMPONENTS) -> FeatureModel:
+    """Standardise, take the class means, keep the top principal components of the within-class residuals."""
+    center = features.mean(0)
+    scale = features.std(0) + 1e-6
+    z = (features - center) / scale
+    classes = np.unique(labels)
+    means = np.stack([z[labels == c].mean(0) for c in classes])
+    residuals = z - means[np.searchsorted(classes, labels)]
+    _, singular, axes = np.linalg.svd(residuals, full_matrices=False)
+    k = min(components, len(singular))
+    variances = singular[:k] ** 2 / max(1, len(z) - len(classes)) + 1e-6
+    return FeatureModel(means, center, scale, axes[:k], variances)
+
+
+def halves(records: list[Record], seed: int = 0) -> np.ndarray:
+    """True for rows of the first half of the patients (seeded), False for the second."""
+    groups = sorted({group_of(r) for r in records})
+    first = set(np.random.default_rng(seed).permutation(groups)[: len(groups) // 2])
+    return np.array([group_of(r) in first for r in records])
+
+
+def calibrate(data, analyzer, progress: bool = True) -> tuple[dict, FeatureModel]:
+    """The card's ``calibration`` block and the feature model for ``analyzer``'s model on dataset ``data``."""
+    records = read_manifest(data)
+    unseen, described = select_rows(records, analyzer.card, "unseen")
+    ids = {r.id for r in unseen}
+    trained = [r for r in records if r.id not in ids]
+    if not trained:
+        raise ScanError(str(data), "no training images of this model in the dataset: the feature model needs them")
+    _, train_features, train_labels, _ = network_outputs(analyzer, trained, progress=progress)
+    feature_model = fit_features(train_features, train_labels)
+    probs, features, labels, kept = network_outputs(analyzer, unseen, progress=progress)
+    first = halves(kept)
+    temperature = fit_temperature(probs[first], labels[first])
+    scores = feature_model.score(features)
+    threshold = float(np.quantile(scores[first], QUANTILE))
+    second = ~first
+    calibrated = apply_temperature(probs[second], temperature)
+    block = {
+        "temperature": round(temperature, 4),
+        "ood_threshold": round(threshold, 4),
+        "fitted_on": f"temperature and threshold: half of the patients of {described}; feature model: the "
+                     f"{len(trained)} training images",
+        "heldout": {
+            "images": int(second.sum()),
+            "ece_before": round(M.expected_calibration_error(probs[second], labels[second]), 4),
+            "ece_after": round(M.expected_calibration_error(calibrated, labels[second]), 4),
+            "nll_before": round(M.nll(probs[second], labels[second]), 4),
+            "nll_after": round(M.nll(calibrated, labels[second]), 4),
+            "ood_false_alarm_rate": round(float((scores[second] > threshold).mean()), 4),
+        },
+        "ood": {"score": "class-conditional Mahalanobis distance (root mean square, nearest class) of the pooled "
+                         f"encoder features in the top {feature_model.components.shape[0]} principal components of "
+                         "the training images",
+                "quantile": QUANTILE},
+    }
+    return block, feature_model
