@@ -100,11 +100,12 @@ def test_onnx_and_pytorch_agree(analyzer, dev512):
     net, card = load_torch_model(DEFAULT_MODEL_DIR)
     for path in sorted((dev512 / "images").glob("*.png"))[:4]:
         x, _ = to_model_input(load_scan(path).pixels, card["input"]["size"])
-        mask_onnx, probs_onnx = analyzer.session.run(None, {"image": x[None, None]})
+        mask_onnx, probs_onnx, features_onnx = analyzer.network(x[None, None])
         with torch.inference_mode():
-            seg, cls = net(torch.from_numpy(x)[None, None])
+            seg, cls, features = net.forward_with_features(torch.from_numpy(x)[None, None])
         assert np.abs(torch.sigmoid(seg).numpy() - mask_onnx).max() < 1e-3
         assert np.abs(torch.softmax(cls, 1).numpy() - probs_onnx).max() < 1e-4
+        assert np.abs(features.numpy() - features_onnx).max() < 1e-3 * max(1.0, float(np.abs(features).max()))
 
 
 def test_cli_batch_with_a_corrupt_file(dev512, tmp_path, capsys):
