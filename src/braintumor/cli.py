@@ -38,28 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="CSV with a 'fold' column")
 
     t = sub.add_parser("train", help="train a model folder on a dataset (needs the 'train' extra)")
-    t.add_argument("--data", type=Path, required=True)
-    t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--arch", default="multitask_unet", help="multitask_unet (default), seed_unet, inception_v3")
-    t.add_argument("--size", type=int, help="input side in px (default: the architecture's)")
-    t.add_argument("--epochs", type=int, default=40)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--folds", type=int, default=5)
+    _train_options(t)
     t.add_argument("--val-fold", type=int, default=0)
-    t.add_argument("--max-minutes", type=float, help="stop after this much training time")
-    t.add_argument("--patience", type=int, default=12, help="early stopping patience (epochs)")
-    t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
-    t.add_argument("--devices", default="auto", help="number of devices/processes, or auto")
-    t.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn …")
-    t.add_argument("--precision", help="bf16-mixed (default), 16-mixed, 32")
-    t.add_argument("--limit-per-class", type=int, help="train on a small sample (smoke test)")
-    t.add_argument("--pretrained", action="store_true", help="ImageNet weights (inception_v3; needs timm + download)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
-    t.add_argument("--init", type=Path, help="start from this model folder's weights ('default': the shipped model), "
-                                             "e.g. to fine-tune on your data or at a larger --size")
-    t.add_argument("--workers", type=int, default=0, help="data loader processes")
+
+    v = sub.add_parser("cv", help="patient-level k-fold cross-validation: one model per fold, each evaluated on "
+                                  "its unseen fold → cv.csv, cv.md, pooled/ (resumable fold by fold)")
+    _train_options(v)
+    v.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (by patient)")
 
     e = sub.add_parser("evaluate", help="evaluate a model on a dataset → report.json, report.md, plots")
     e.add_argument("--data", type=Path, required=True)
@@ -97,6 +83,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _train_options(t: argparse.ArgumentParser) -> None:
+    """Options shared by ``train`` and ``cv`` (one recipe, trained once or once per fold)."""
+    t.add_argument("--data", type=Path, required=True)
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--arch", default="multitask_unet", help="multitask_unet (default), seed_unet, inception_v3")
+    t.add_argument("--size", type=int, help="input side in px (default: the architecture's)")
+    t.add_argument("--epochs", type=int, default=40)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--folds", type=int, default=5)
+    t.add_argument("--max-minutes", type=float, help="stop after this much training time")
+    t.add_argument("--patience", type=int, default=12, help="early stopping patience (epochs)")
+    t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
+    t.add_argument("--devices", default="auto", help="number of devices/processes, or auto")
+    t.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn …")
+    t.add_argument("--precision", help="bf16-mixed (default), 16-mixed, 32")
+    t.add_argument("--limit-per-class", type=int, help="train on a small sample (smoke test)")
+    t.add_argument("--pretrained", action="store_true", help="ImageNet weights (inception_v3; needs timm + download)")
+    t.add_argument("--init", type=Path, help="start from this model folder's weights ('default': the shipped model), "
+                                             "e.g. to fine-tune on your data or at a larger --size")
+    t.add_argument("--workers", type=int, default=0, help="data loader processes")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -108,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             from braintumor.commands.split import run
         elif args.command == "train":
             from braintumor.commands.train import run
+        elif args.command == "cv":
+            from braintumor.commands.cv import run
         elif args.command == "evaluate":
             from braintumor.commands.evaluate import run
         elif args.command == "calibrate":
