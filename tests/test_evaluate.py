@@ -68,3 +68,18 @@ def test_report_is_written_before_the_plots(tiny_data, tiny_model, tmp_path, cap
     assert "drawing the plots failed (RuntimeError: no display)" in capsys.readouterr().err
     assert TOP_LEVEL <= set(json.loads((out / "report.json").read_text()))
     assert (out / "report.md").stat().st_size > 0 and (out / "per_slice.csv").is_file()
+
+
+def test_evaluate_on_its_own_training_set_says_nothing_is_unseen(tiny_data):
+    """A model trained on every patient (the final model) has no unseen rows in its training dataset."""
+    import pytest
+
+    from braintumor.data import read_manifest
+    from braintumor.data.patient_keys import key_block
+    from braintumor.errors import ScanError
+    from braintumor.evaluation.evaluate import select_rows
+
+    records = read_manifest(tiny_data)
+    card = {"training": {"patient_keys": key_block(records)}}
+    with pytest.raises(ScanError, match="nothing to evaluate"):
+        select_rows(records, card, "unseen")
