@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections import deque
 from pathlib import Path
 
 from tqdm import tqdm
@@ -57,41 +58,114 @@ def _unique_stem(path: str, used: set[str]) -> str:
     return candidate
 
 
+#: Overlay image formats: PNG is lossless; JPEG is ~15× cheaper to encode (quality 90) for large batches.
+OVERLAY_SUFFIX = {"png": ".png", "jpeg": ".jpg"}
+
+
+def _stems(files: list[Path]) -> list[str]:
+    """Output names for every input, unique and stable across runs (so --resume writes the same files)."""
+    used: set[str] = set()
+    return [_unique_stem(str(f), used) for f in files]
+
+
+def _done(results_csv: Path) -> set[str]:
+    """Files already in a results.csv (their rows were flushed after their outputs were written)."""
+    if not results_csv.is_file():
+        return set()
+    with open(results_csv, newline="") as f:
+        return {row["file"] for row in csv.DictReader(f) if row.get("file")}
+
+
+class Outputs:
+    """masks/, overlays/ and results.csv under ``out``: files written by a small thread pool, CSV rows in input
+    order and flushed as soon as a file's outputs are on disk, so an interrupted run keeps every finished row."""
+
+    def __init__(self, out: Path, overlay_format: str, append: bool, workers: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.out, self.overlay_format = out, overlay_format
+        (out / "masks").mkdir(parents=True, exist_ok=True)
+        if overlay_format != "none":
+            (out / "overlays").mkdir(parents=True, exist_ok=True)
+        self.handle = open(out / "results.csv", "a" if append else "w", newline="")
+        self.writer = csv.DictWriter(self.handle, fieldnames=COLUMNS)
+        if not append:
+            self.writer.writeheader()
+        self.pool = ThreadPoolExecutor(workers)
+        self.workers = workers
+        self.pending: deque = deque()
+
+    def add(self, result, row: dict, stem: str) -> None:
+        job = self.pool.submit(self._write_files, result, stem) if not result.error else None
+        self.pending.append((row, job))
+        self._flush(block=len(self.pending) > 4 * self.workers)  # bounded: results hold their images
+
+    def _write_files(self, result, stem: str) -> None:
+        from PIL import Image
+
+        from braintumor.inference.render import caption_of, overlay
+
+        Image.fromarray(result.mask * 255).save(self.out / "masks" / f"{stem}.png", compress_level=1)
+        if self.overlay_format != "none":
+            image = overlay(result.scan.pixels, result.mask, caption_of(result))
+            path = self.out / "overlays" / f"{stem}{OVERLAY_SUFFIX[self.overlay_format]}"
+            if self.overlay_format == "jpeg":
+                image.save(path, quality=90)
+            else:
+                image.save(path, compress_level=1)
+
+    def _flush(self, block: bool = False) -> None:
+        while self.pending and (block or self.pending[0][1] is None or self.pending[0][1].done()):
+            row, job = self.pending.popleft()
+            if job is not None:
+                job.result()
+            self.writer.writerow(csv_row(row))
+            self.handle.flush()
+            block = False
+
+    def close(self) -> None:
+        while self.pending:
+            self._flush(block=True)
+        self.pool.shutdown()
+        self.handle.close()
+
+
 def run(args) -> int:
-    from PIL import Image
+    import os
 
     from braintumor.inference import Analyzer
-    from braintumor.inference.render import caption_of, overlay
 
     if args.spacing_mm is not None and not args.spacing_mm > 0:
         raise ValueError(f"--spacing-mm must be a positive number of millimetres, got {args.spacing_mm}")
+    if args.resume and not args.out:
+        raise ValueError("--resume needs --out (it skips the files already in OUT/results.csv)")
     files = expand(args.inputs)
     if not files:
         raise ValueError("no scans found in the given inputs")
+    stems = dict(zip(map(str, files), _stems(files)))
+    done = _done(args.out / "results.csv") if args.resume else set()
+    todo = [f for f in files if str(f) not in done]
     analyzer = Analyzer.load(args.model)
-    writer, used = None, set()
-    if args.out:
-        (args.out / "masks").mkdir(parents=True, exist_ok=True)
-        (args.out / "overlays").mkdir(parents=True, exist_ok=True)
-        handle = open(args.out / "results.csv", "w", newline="")
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
+    workers = min(4, os.cpu_count() or 1)
+    outputs = Outputs(args.out, args.overlay_format, append=bool(done), workers=workers) if args.out else None
     failed = 0
-    bar = tqdm(total=len(files), unit="img", disable=len(files) < 2, file=sys.stderr)
-    for result in analyzer.analyze_many(files, spacing_mm=args.spacing_mm, batch_size=args.batch_size):
-        bar.update(1)
-        failed += result.error is not None
-        row = result.row()
-        tqdm.write(json.dumps(row) if args.json else text_line(result), file=sys.stdout)
-        if writer:
-            writer.writerow(csv_row(row))
-            if not result.error:
-                stem = _unique_stem(result.file, used)
-                Image.fromarray(result.mask * 255).save(args.out / "masks" / f"{stem}.png")
-                overlay(result.scan.pixels, result.mask, caption_of(result)).save(args.out / "overlays" / f"{stem}.png")
-    bar.close()
-    if writer:
-        handle.close()
-    if failed == len(files):
+    interactive = sys.stderr.isatty() and (sys.stdout.isatty() or not args.json)
+    bar = tqdm(total=len(todo), unit="img", disable=len(todo) < 2 or not interactive, file=sys.stderr)
+    try:
+        for result in analyzer.analyze_many(todo, spacing_mm=args.spacing_mm, batch_size=args.batch_size):
+            bar.update(1)
+            failed += result.error is not None
+            row = result.row()
+            tqdm.write(json.dumps(row) if args.json else text_line(result), file=sys.stdout)
+            if outputs:
+                outputs.add(result, row, stems[result.file])
+    finally:
+        bar.close()
+        if outputs:
+            outputs.close()
+    if done:
+        print(f"resumed: {len(done & set(stems))} files already in {args.out / 'results.csv'} were skipped",
+              file=sys.stderr)
+    if todo and failed == len(todo):
         return 2
     return 1 if failed else 0

@@ -7,9 +7,11 @@ without torch's 2 s import); one session per process, safe to share between thre
 from __future__ import annotations
 
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
@@ -21,6 +23,8 @@ from braintumor.inference.bundle import DEFAULT_MODEL_DIR, ONNX, OOD, read_card,
 from braintumor.inference.calibration import FeatureModel, apply_temperature
 from braintumor.inference.checks import input_warnings, consistency_warnings
 from braintumor.preprocessing import Geometry, output_to_image, to_model_input
+
+T, R = TypeVar("T"), TypeVar("R")
 
 #: Below this top probability the type is reported as uncertain.
 LOW_CONFIDENCE = 0.6
@@ -114,7 +118,13 @@ class Analyzer:
 
     def analyze_scans(self, scans: list[Scan], spacing_mm=None) -> list[Result]:
         """One network run for a batch of scans."""
-        inputs, geometries = zip(*(to_model_input(s.pixels, self.size) for s in scans))
+        return self._run([self._prepare(s) for s in scans], spacing_mm)
+
+    def _prepare(self, scan: Scan) -> tuple[Scan, np.ndarray, Geometry]:
+        return (scan, *to_model_input(scan.pixels, self.size))
+
+    def _run(self, prepared: list[tuple[Scan, np.ndarray, Geometry]], spacing_mm) -> list[Result]:
+        scans, inputs, geometries = zip(*prepared)
         mask_prob, class_prob, features = self.network(np.stack(inputs)[:, None])
         class_prob = apply_temperature(class_prob, self.temperature) if self.temperature != 1.0 else class_prob
         scores = self.features.score(features) if self.features is not None and features is not None \
@@ -128,22 +138,32 @@ class Analyzer:
         outputs = self.session.run(None, {"image": batch})
         return outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None
 
-    def analyze_many(self, sources: Iterable, spacing_mm=None, batch_size: int = 8) -> Iterator[Result]:
-        """Results in input order; an unreadable file yields a Result with ``error`` set, the rest go on."""
-        pending: list[Scan] = []
-        for source in sources:
-            try:
-                pending.append(source if isinstance(source, Scan) else load_scan(source))
-            except ScanError as err:
-                yield from self.analyze_scans(pending, spacing_mm) if pending else ()
+    def analyze_many(self, sources: Iterable, spacing_mm=None, batch_size: int = 8,
+                     readers: int | None = None) -> Iterator[Result]:
+        """Results in input order; an unreadable file yields a Result with ``error`` set, the rest go on.
+
+        ``readers`` threads read, decode and preprocess the next files while the network runs (decoders and
+        numpy release the GIL); at most a few batches are held in memory."""
+        pending: list[tuple[Scan, np.ndarray, Geometry]] = []
+        for item in prefetched(self._read_prepared, sources, window=2 * batch_size,
+                               workers=readers or min(4, os.cpu_count() or 1)):
+            if isinstance(item, ScanError):
+                yield from self._run(pending, spacing_mm) if pending else ()
                 pending = []
-                yield Result(file=err.name, error=err.reason)
+                yield Result(file=item.name, error=item.reason)
                 continue
+            pending.append(item)
             if len(pending) == batch_size:
-                yield from self.analyze_scans(pending, spacing_mm)
+                yield from self._run(pending, spacing_mm)
                 pending = []
         if pending:
-            yield from self.analyze_scans(pending, spacing_mm)
+            yield from self._run(pending, spacing_mm)
+
+    def _read_prepared(self, source) -> tuple[Scan, np.ndarray, Geometry] | ScanError:
+        try:
+            return self._prepare(source if isinstance(source, Scan) else load_scan(source))
+        except ScanError as err:
+            return err
 
     def _result(self, scan: Scan, model_input: np.ndarray, geometry: Geometry, mask_prob: np.ndarray,
                 probs: np.ndarray, spacing_mm, ood_score: float | None = None) -> Result:
@@ -167,3 +187,15 @@ class Analyzer:
                       area_cm2=area_cm2(pixels, spacing) if spacing else None, spacing_mm=spacing,
                       spacing_source=source, ood_score=None if ood_score is None else float(ood_score),
                       warnings=warnings, scan=scan)
+
+
+def prefetched(fn: Callable[[T], R], items: Iterable[T], window: int, workers: int) -> Iterator[R]:
+    """``fn`` over ``items`` in ``workers`` threads, yielded in input order, at most ``window`` ahead."""
+    with ThreadPoolExecutor(workers) as pool:
+        queue: deque[Future[R]] = deque()
+        for item in items:
+            queue.append(pool.submit(fn, item))
+            if len(queue) > window:
+                yield queue.popleft().result()
+        while queue:
+            yield queue.popleft().result()

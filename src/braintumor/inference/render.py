@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -9,9 +11,12 @@ RED = np.array([255, 0, 0], dtype=np.float32)
 
 
 def display_gray(pixels: np.ndarray) -> np.ndarray:
-    """uint8 view of a slice, windowed to its 0.5–99.5 percentiles."""
-    lo, hi = np.percentile(pixels, [0.5, 99.5])
-    return (np.clip((pixels - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+    """uint8 view of a slice, windowed to its 0.5–99.5 percentiles (estimated on every other row and column:
+    4× cheaper, and a display window needs no more)."""
+    sample = pixels[::2, ::2] if min(pixels.shape) >= 64 else pixels
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    scale = 255.0 / max(float(hi - lo), 1e-6)
+    return np.clip((pixels - lo) * scale, 0, 255).astype(np.uint8)
 
 
 def boundary(mask: np.ndarray, width: int = 1) -> np.ndarray:
@@ -25,12 +30,12 @@ def boundary(mask: np.ndarray, width: int = 1) -> np.ndarray:
 
 def overlay(pixels: np.ndarray, mask: np.ndarray, text: str | None = None, alpha: float = 0.3) -> Image.Image:
     """RGB image: translucent red fill and a solid red contour, optional caption at the top."""
-    gray = display_gray(pixels).astype(np.float32)
-    rgb = np.repeat(gray[..., None], 3, axis=2)
+    rgb = np.repeat(display_gray(pixels)[..., None], 3, axis=2)
     m = mask.astype(bool)
-    rgb[m] = (1 - alpha) * rgb[m] + alpha * RED
-    rgb[boundary(m, width=max(1, round(max(mask.shape) / 256)))] = RED
-    image = Image.fromarray(rgb.astype(np.uint8))
+    if m.any():  # blend only the tumor pixels
+        rgb[m] = ((1 - alpha) * rgb[m] + alpha * RED).astype(np.uint8)
+        rgb[boundary(m, width=max(1, round(max(mask.shape) / 256)))] = RED.astype(np.uint8)
+    image = Image.fromarray(rgb)
     if text:
         _caption(image, text)
     return image
@@ -45,13 +50,21 @@ def heatmap(pixels: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> Image.I
     return Image.fromarray(((1 - alpha) * gray + alpha * colour).astype(np.uint8))
 
 
+@lru_cache(maxsize=16)
+def _font(size: int) -> tuple[ImageFont.ImageFont | ImageFont.FreeTypeFont, bool]:
+    """The caption font (loaded once per size) and whether it has '²'."""
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size), True
+    except OSError:  # no DejaVu on this system: Pillow's own font, which lacks '²'
+        return ImageFont.load_default(size=size), False
+
+
 def _caption(image: Image.Image, text: str) -> None:
     draw = ImageDraw.Draw(image)
     size = max(12, image.width // 32)
-    try:
-        font = ImageFont.truetype("DejaVuSans.ttf", size)
-    except OSError:  # no DejaVu on this system: Pillow's own font, which lacks '²'
-        font, text = ImageFont.load_default(size=size), text.replace("²", "2")
+    font, has_squared = _font(size)
+    if not has_squared:
+        text = text.replace("²", "2")
     box = draw.textbbox((0, 0), text, font=font)
     draw.rectangle((0, 0, box[2] + 2 * (size // 3), box[3] + 2 * (size // 3)), fill=(0, 0, 0))
     draw.text((size // 3, size // 3), text, fill=(255, 255, 255), font=font)
