@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
     a.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     a.add_argument("--batch-size", type=int, default=8)
+    a.add_argument("--overlay-format", choices=["png", "jpeg", "none"], default="png",
+                   help="overlays/ as lossless PNG (default), JPEG (≈15× cheaper to write) or not at all")
+    a.add_argument("--resume", action="store_true", help="skip the files already in OUT/results.csv and append")
 
     i = sub.add_parser("inspect", help="read one scan and print its size, spacing and where it came from")
     i.add_argument("input", type=Path)
@@ -76,10 +79,22 @@ def _parser() -> argparse.ArgumentParser:
                    "the checkout, else synthetic 512×512 slices)")
     b.add_argument("--model", type=Path)
 
+    m = sub.add_parser("montage", help="tile a gallery from evaluate (OUT/gallery) into one small PNG for a README")
+    m.add_argument("gallery", type=Path, help="the gallery folder evaluate wrote")
+    m.add_argument("--out", type=Path, required=True, help="the PNG to write (at most 300 KB)")
+
     w = sub.add_parser("app", help="start the Streamlit web page (no authentication or TLS: keep it on loopback "
                                    "or behind a reverse proxy that adds them)")
     w.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     w.add_argument("--port", type=int, default=8501)
+
+    r = sub.add_parser("serve", help="start the HTTP API (POST /analyze, docs at /docs; no authentication or TLS: "
+                                     "keep it on loopback or behind a reverse proxy that adds them)")
+    r.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    r.add_argument("--port", type=int, default=8000)
+    r.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    r.add_argument("--max-concurrent", type=int, help="analyses at once; more get 503 + Retry-After "
+                                                      "(default: 2 per CPU core)")
     return p
 
 
@@ -128,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             from braintumor.commands.shifts import run
         elif args.command == "bench":
             from braintumor.commands.bench import run
+        elif args.command == "montage":
+            from braintumor.commands.montage import run
+        elif args.command == "serve":
+            from braintumor.commands.serve import run
         else:
             from braintumor.commands.app import run
         return int(run(args) or 0)
