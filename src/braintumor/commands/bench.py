@@ -3,7 +3,9 @@
 Both run on the same 512×512 slices in this process, one image at a time, from file to area: the
 default = ONNX Runtime multi-task U-Net at its input size; the reference = eager PyTorch InceptionV3
 (299×299) + the small U-Net (256×256) with random weights (timing only).  Peak RSS of the default
-pipeline is read before torch is imported; cold start is a fresh ``braintumor analyze`` process.
+pipeline is read before torch is imported; cold start is a fresh ``braintumor analyze`` process.  End to end:
+whole ``braintumor analyze`` processes over a folder's worth of slices, with ``--out`` (everything written)
+and with ``--json`` only, as a user runs them.
 """
 
 from __future__ import annotations
@@ -99,9 +101,29 @@ def _cold_start(image: Path, model: Path | None) -> float:
     return statistics.median(times)
 
 
+def _end_to_end(images: list[Path], model: Path | None, out: Path, json_only: bool, runs: int = 3) -> tuple[float, float]:
+    """Median ms per image of a whole ``braintumor analyze`` process over ``images`` (start-up included) and its
+    peak RSS (MB): with ``--out`` (masks, overlays, CSV written) or with ``--json`` only."""
+    code = ("import resource, sys\nfrom braintumor.cli import main\nrc = main(sys.argv[1:])\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)\nsys.exit(rc)")
+    args = [str(p) for p in images] + ["--spacing-mm", "0.49"] + (["--model", str(model)] if model else [])
+    args += ["--json"] if json_only else ["--out", str(out)]
+    times, peaks = [], []
+    for _ in range(runs):
+        t = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", code, "analyze", *args], capture_output=True, text=True,
+                              timeout=600, check=True)
+        times.append(time.perf_counter() - t)
+        peaks.append(float(done.stderr.strip().splitlines()[-1]))
+    return 1000 * statistics.median(times) / len(images), max(peaks)
+
+
 def run(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         images = _images(args.images, Path(tmp), args.images_dir)
+        e2e_images = _images(args.end_to_end_images, Path(tmp), args.images_dir)
+        ms_e2e, rss_e2e = _end_to_end(e2e_images, args.model, Path(tmp) / "out", json_only=False)
+        ms_json, rss_json = _end_to_end(e2e_images, args.model, Path(tmp) / "out", json_only=True)
         cold = _cold_start(images[0], args.model)
         analyzer = Analyzer.load(args.model)
         ms = _time_each(lambda p: _default(analyzer, p), images)
@@ -120,6 +142,9 @@ def run(args) -> int:
         "input_size": analyzer.size, "ms_per_image": round(ms, 2), "ms_per_image_reference": round(ms_ref, 2),
         "speedup": round(ms_ref / ms, 2), "images_per_s_batch": round(batch_ips, 1), "peak_rss_mb": round(rss, 1),
         "peak_rss_mb_with_reference": round(rss_ref, 1), "cold_start_s": round(cold, 3),
+        "end_to_end_images": len(e2e_images), "ms_per_image_end_to_end": round(ms_e2e, 2),
+        "ms_per_image_json_only": round(ms_json, 2), "end_to_end_over_json": round(ms_e2e / ms_json, 2),
+        "peak_rss_mb_end_to_end": round(rss_e2e, 1), "peak_rss_mb_json_only": round(rss_json, 1),
     }
     if args.json:
         print(json.dumps(out))
@@ -130,5 +155,8 @@ def run(args) -> int:
               f"{batch_ips:.0f} img/s in batches of 8, peak RSS {rss:.0f} MB, cold start {cold:.2f} s\n"
               f"  reference (PyTorch InceptionV3 299px + small U-Net 256px): {ms_ref:7.1f} ms/image "
               f"(process RSS with both {rss_ref:.0f} MB)\n"
-              f"  speedup {ms_ref / ms:.1f}×")
+              f"  speedup {ms_ref / ms:.1f}×\n"
+              f"  end to end, whole 'braintumor analyze' process over {len(e2e_images)} images (start-up included): "
+              f"--out (masks, overlays, CSV) {ms_e2e:.1f} ms/image, --json only {ms_json:.1f} ms/image "
+              f"(ratio {ms_e2e / ms_json:.2f}), peak RSS {rss_e2e:.0f} MB")
     return 0
