@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="time the default pipeline against the reference pipeline")
     b.add_argument("--json", action="store_true")
-    b.add_argument("--images", type=int, default=20, help="images to time")
+    b.add_argument("--images", type=int, default=20, help="images to time one at a time")
+    b.add_argument("--end-to-end-images", type=int, default=150, help="images for the whole-command timing")
     b.add_argument("--images-dir", type=Path, help="folder of slices to time (default: ../shared/data/dev-512 beside "
                    "the checkout, else synthetic 512×512 slices)")
     b.add_argument("--model", type=Path)
