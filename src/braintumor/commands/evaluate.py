@@ -1,6 +1,7 @@
-"""``braintumor evaluate``: a model folder on a dataset → OUT/report.json, report.md, CSVs, plots."""
+"""``braintumor evaluate``: a model folder on a dataset → OUT/report.json, report.md, CSVs, plots, gallery/."""
 
 from braintumor.evaluation.evaluate import check_requirements, evaluate, summarise
+from braintumor.evaluation.gallery import write_gallery
 from braintumor.evaluation.report import write_report
 from braintumor.inference import Analyzer
 
@@ -11,6 +12,7 @@ def run(args) -> int:
     outcomes, described = evaluate(args.data, analyzer, split=args.split)
     report = summarise(outcomes, n_boot=args.bootstrap)
     write_report(report, outcomes, args.out, described, analyzer.card)
+    write_gallery(outcomes, analyzer, args.out / "gallery")  # after report.json: a drawing failure loses no figure
     print(f"{described}\n{report['n_images']} images: tumor-type accuracy {report['tumor_type_accuracy']:.1%}, "
           f"4-class accuracy {report['accuracy']:.1%}, Dice mean {report['dice_mean']:.3f} "
           f"(median {report['dice_median']:.3f}), area error median {report['area_error_median']:.1%} → "
