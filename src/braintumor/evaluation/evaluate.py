@@ -85,7 +85,7 @@ def evaluate(data, analyzer, split: str = "unseen", progress: bool = True) -> tu
             continue
         result = analyzer.analyze_scans([scan])[0]
         probs = np.array([result.probabilities[c] for c in CLASSES])
-        o = SliceOutcome(r, true, int(probs.argmax()), probs,
+        o = SliceOutcome(r, true, CLASSES.index(result.label), probs,  # the 4-class decision the user sees
                          pred_pixels=result.tumor_pixels,
                          ood_warned=result.ood_score is not None and result.ood_score > analyzer.ood_threshold)
         if r.label != "notumor":

@@ -21,7 +21,7 @@ from braintumor.evaluation.metrics import area_cm2
 from braintumor.imageio import Scan, as_spacing, load_scan
 from braintumor.inference.bundle import DEFAULT_MODEL_DIR, ONNX, OOD, read_card, verified_file
 from braintumor.inference.calibration import FeatureModel, apply_temperature
-from braintumor.inference.checks import input_warnings, consistency_warnings
+from braintumor.inference.checks import consistency_warnings, decide, input_warnings
 from braintumor.preprocessing import Geometry, output_to_image, to_model_input
 
 T, R = TypeVar("T"), TypeVar("R")
@@ -173,8 +173,8 @@ class Analyzer:
             spacing, source = as_spacing(spacing_mm), "user"
         pixels = int(mask.sum())
         probabilities = {c: float(p) for c, p in zip(self.classes, probs)}
-        label = self.classes[int(np.argmax(probs))]
-        warnings = input_warnings(scan, model_input)
+        label, decision_warnings = decide(probabilities, mask_prob, self.threshold)
+        warnings = input_warnings(scan, model_input) + decision_warnings
         if ood_score is not None and ood_score > self.ood_threshold:
             warnings.append(f"unlike the images the model was trained on (out-of-distribution score {ood_score:.2f} > "
                             f"{self.ood_threshold:.2f}): the type, outline and area are unreliable for this input")
