@@ -110,3 +110,21 @@ def test_ddp_with_two_cpu_processes(tiny_data, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "world_size=2" in done.stderr or "distributed_backend=gloo" in done.stderr
     assert json.loads((out / "card.json").read_text())["files"]["model.safetensors"]["sha256"]
+
+
+def test_a_resume_killed_before_it_ends_keeps_the_earlier_epochs(tmp_path):
+    """CSVLogger deletes logs/metrics.csv when a resumed run starts; the earlier rows wait beside it."""
+    import csv as _csv
+
+    from braintumor.training.run import _keep_earlier_rows, _prepend_rows
+
+    log = tmp_path / "metrics.csv"
+    log.write_text("epoch,val_score\n0,1.0\n1,1.1\n")
+    assert len(_keep_earlier_rows(log)) == 2
+    log.write_text("epoch,val_score\n2,1.2\n")  # the resumed run logged epoch 2, then was killed
+    earlier = _keep_earlier_rows(log)  # the next resume
+    assert [r["epoch"] for r in earlier] == ["0", "1", "2"]
+    log.write_text("epoch,val_score\n3,1.3\n")
+    _prepend_rows(log, earlier)
+    assert [r["epoch"] for r in _csv.DictReader(open(log))] == ["0", "1", "2", "3"]
+    assert not (tmp_path / "metrics.before-resume.csv").exists()

@@ -101,7 +101,7 @@ def train(cfg: TrainConfig) -> Path:
     )
     last = out / "checkpoints" / "last.ckpt"
     resuming = cfg.resume and last.is_file()
-    earlier = _read_rows(cfg.metrics_csv) if resuming else []  # CSVLogger deletes the file on start
+    earlier = _keep_earlier_rows(cfg.metrics_csv) if resuming else []  # CSVLogger deletes the file on start
     started = time.time()
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resuming else None)
     if trainer.global_rank == 0:
@@ -172,17 +172,34 @@ def _read_rows(metrics_csv: Path) -> list[dict]:
     return list(csv.DictReader(open(metrics_csv))) if metrics_csv.is_file() else []
 
 
-def _prepend_rows(metrics_csv: Path, earlier: list[dict]) -> None:
-    """Put back the epochs logged before a resume (those the resumed run did not log again)."""
-    if not earlier:
-        return
-    later = _read_rows(metrics_csv)
+def _merged(earlier: list[dict], later: list[dict]) -> list[dict]:
+    """Earlier epochs that the later log does not repeat, then the later log."""
     first = min((int(r["epoch"]) for r in later), default=float("inf"))
-    rows = [r for r in earlier if int(r["epoch"]) < first] + later
-    with open(metrics_csv, "w", newline="") as f:
+    return [r for r in earlier if int(r["epoch"]) < first] + later
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=sorted(set().union(*rows)))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _keep_earlier_rows(metrics_csv: Path) -> list[dict]:
+    """The epochs logged before this resume, also saved beside the log until the run ends: a run killed before
+    it could put them back must not lose them for the next resume."""
+    side = metrics_csv.with_name("metrics.before-resume.csv")
+    rows = _merged(_read_rows(side), _read_rows(metrics_csv))
+    if rows:
+        _write_rows(side, rows)
+    return rows
+
+
+def _prepend_rows(metrics_csv: Path, earlier: list[dict]) -> None:
+    """Put back the epochs logged before a resume (those the resumed run did not log again)."""
+    if earlier:
+        _write_rows(metrics_csv, _merged(earlier, _read_rows(metrics_csv)))
+    metrics_csv.with_name("metrics.before-resume.csv").unlink(missing_ok=True)
 
 
 def _best_epoch_metrics(metrics_csv: Path) -> dict:
