@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from braintumor.app.views import analyze_upload, results_csv
+from braintumor.app.views import (EXPERT_RGB, PREDICTED_RGB, analyze_example, analyze_upload, examples, results_csv,
+                                  with_expert)
 from braintumor.commands.analyze import COLUMNS
 from braintumor.inference import Analyzer
 from conftest import png_bytes, write_dicom
@@ -71,6 +72,80 @@ def test_page_enforces_its_settings_when_started_directly():
     assert not at.exception
     assert [e.value for e in at.error] == [f"big.png: larger than {MAX_UPLOAD_MB} MB: not read"]
     assert len(at.metric) == 2  # the small file is still analysed
+
+
+def test_shipped_examples_are_credited_and_anonymous():
+    shipped = examples()
+    assert sorted(shipped) == ["glioma", "meningioma", "pituitary"]
+    for label, example in shipped.items():
+        assert example.image.name == f"{label}.png" and example.mask.name == f"{label}_mask.png"
+        assert example.spacing_mm == 0.49 and "doi:10.6084/m9.figshare.1512427" in example.source
+        assert "CC BY 4.0" in example.source and example.image.is_file() and example.mask.is_file()
+
+
+def test_example_against_its_expert_mask(analyzer):
+    """The Dice shown is the evaluation's Dice of the two masks; the area difference uses the known spacing."""
+    from PIL import Image
+
+    from braintumor.evaluation.metrics import dice
+
+    example = examples()["meningioma"]
+    view = analyze_example(analyzer, example)
+    expert = np.asarray(Image.open(example.mask)) > 0
+    assert view.error is None and view.comparison_error is None and view.result.spacing_mm == (0.49, 0.49)
+    assert view.comparison.dice == dice(view.result.mask, expert) > 0.5
+    expected_cm2 = (int(view.result.mask.sum()) - int(expert.sum())) * 0.49 ** 2 / 100
+    assert view.comparison.difference_cm2 == pytest.approx(expected_cm2)
+    assert view.comparison.difference_text().endswith("cm² predicted − expert")
+    colours = {tuple(c) for c in np.asarray(view.outlines).reshape(-1, 3)}
+    assert EXPERT_RGB in colours and PREDICTED_RGB in colours
+
+
+def test_uploaded_expert_masks(analyzer):
+    image = np.zeros((128, 128), np.uint8)
+    image[30:90, 30:90] = 120
+    truth = np.zeros((128, 128), np.uint8)
+    truth[40:80, 40:80] = 1  # 0/1 masks count as well as 0/255
+    view = with_expert(analyze_upload(analyzer, png_bytes(image), "a.png", spacing_mm=None), png_bytes(truth), "t.png")
+    assert view.comparison.expert.sum() == 1600 and view.comparison.expert_cm2 is None
+    assert view.comparison.expert_text() == "needs pixel spacing" and view.comparison.difference_text() == "1600 px"
+    wrong_size = with_expert(analyze_upload(analyzer, png_bytes(image), "a.png", None), png_bytes(truth[:64]), "t.png")
+    assert wrong_size.comparison is None
+    assert wrong_size.comparison_error == "mask is 128×64 px but the scan is 128×128 px"
+    broken = with_expert(analyze_upload(analyzer, png_bytes(image), "a.png", None), b"garbage", "t.png")
+    assert broken.comparison is None and broken.comparison_error and broken.result.label  # the scan's result stays
+
+
+def test_page_analyses_an_example_without_upload():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(PAGE), default_timeout=60).run()
+    assert at.selectbox(key="example").value is None and not at.metric  # nothing is analysed until asked
+    assert any("CC BY 4.0" in c.value and "Cheng 2017" in c.value for c in at.caption)
+    at.selectbox(key="example").select("pituitary").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Tumor type"] == "pituitary" and metrics["Tumor area"].endswith("cm²")
+    assert 0.5 < float(metrics["Dice with the expert mask"]) <= 1 and metrics["Expert area"].endswith("cm²")
+    captions = [i.proto.imgs[0].caption for i in at.get("image")]
+    assert captions == ["original", "blue: expert outline · orange: the model's outline"]
+
+
+def test_page_compares_an_upload_with_its_expert_mask(analyzer):
+    from streamlit.testing.v1 import AppTest
+
+    example = examples()["glioma"]
+    at = AppTest.from_file(str(PAGE), default_timeout=60).run()
+    at.number_input(key="spacing").set_value(0.49)
+    at.file_uploader(key="uploads").set_value([("scan.png", example.image.read_bytes(), "image/png")]).run()
+    assert "Dice with the expert mask" not in [m.label for m in at.metric]
+    truth = next(u for u in at.file_uploader if u.key.startswith("truth-"))
+    truth.set_value(("scan_mask.png", example.mask.read_bytes(), "image/png")).run()
+    assert not at.exception and not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    expected = analyze_example(analyzer, example).comparison  # the same pixels and spacing as the upload
+    assert metrics["Dice with the expert mask"] == f"{expected.dice:.3f}"
+    assert metrics["Expert area"] == expected.expert_text()
 
 
 def free_port() -> int:

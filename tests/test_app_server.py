@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from braintumor.app.views import MAX_UPLOAD_MB
-from braintumor.commands.app import command, exposure_warning, is_loopback, run
+from braintumor.commands.app import command, run
+from braintumor.commands.exposure import exposure_warning, is_loopback
 from test_app import BROWSER_ARGS, CHROMIUM, INTRO, LABEL, METRICS, PAGE, free_port, require_chromium, start_server
 
 needs_proc = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux only)")

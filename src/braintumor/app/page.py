@@ -1,12 +1,14 @@
-"""The Streamlit page: upload scans, see type, confidence, outline, area and Grad-CAM.  Run with ``braintumor app``."""
+"""The Streamlit page: upload scans (or try a shipped example), see type, confidence, outline, area, Grad-CAM and,
+given an expert mask, the Dice and area difference.  Run with ``braintumor app``."""
 
 from __future__ import annotations
 
 import streamlit as st
 from streamlit import config
 
-from braintumor.app.views import (INTENDED_USE, MAX_UPLOAD_MB, SPACING_HINT, STREAMLIT_OPTIONS, View,
-                                  analyze_upload, file_key, gradcam_image, probabilities_table, results_csv)
+from braintumor.app.views import (INTENDED_USE, MAX_UPLOAD_MB, OUTLINES_CAPTION, SPACING_HINT, STREAMLIT_OPTIONS,
+                                  View, analyze_example, analyze_upload, examples, file_key, gradcam_image,
+                                  probabilities_table, results_csv, with_expert)
 from braintumor.inference import Analyzer
 
 
@@ -45,6 +47,41 @@ def _torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("monai") is not None
 
 
+def show(view: View, key: str, show_cam: bool) -> None:
+    """One analysed slice: pictures, type, area, probabilities, the expert comparison, warnings, downloads."""
+    r = view.result
+    source = "" if r.spacing_mm is None else \
+        f" · spacing {r.spacing_mm[0]:g} × {r.spacing_mm[1]:g} mm ({r.spacing_source})"
+    st.caption(f"{view.scan.shape[1]}×{view.scan.shape[0]} px{source}")
+    left, right = st.columns(2)
+    left.image(view.original, caption="original", width="stretch")
+    if show_cam:
+        right.image(gradcam_image(explainer(), view), caption=f"Grad-CAM for '{r.label}'", width="stretch")
+    elif view.comparison:
+        right.image(view.outlines, caption=OUTLINES_CAPTION, width="stretch", output_format="PNG")  # crisp colours
+    else:
+        right.image(view.overlay, caption="tumor outline", width="stretch")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Tumor type", r.label, f"{r.confidence:.1%} confidence", delta_color="off", delta_arrow="off")
+    c2.metric("Tumor area", view.area_text(), f"{r.tumor_pixels} px", delta_color="off", delta_arrow="off")
+    c3.bar_chart(probabilities_table(r), x="class", y="probability", height=180)
+    if view.comparison:
+        e1, e2, _ = st.columns(3)
+        e1.metric("Dice with the expert mask", f"{view.comparison.dice:.3f}", "1 = the same outline",
+                  delta_color="off", delta_arrow="off")
+        e2.metric("Expert area", view.comparison.expert_text(), view.comparison.difference_text(), delta_color="off",
+                  delta_arrow="off")
+    if view.comparison_error:
+        st.error(f"Expert mask: {view.comparison_error}")
+    for warning in r.warnings:
+        st.warning(warning)
+    d1, d2, d3 = st.columns(3)
+    stem = view.name.rsplit(".", 1)[0]
+    d1.download_button("Overlay PNG", view.png(view.overlay), f"{stem}_overlay.png", "image/png", key=f"o-{key}")
+    d2.download_button("Mask PNG", view.mask_png, f"{stem}_mask.png", "image/png", key=f"m-{key}")
+    d3.download_button("Result JSON", view.json, f"{stem}.json", "application/json", key=f"j-{key}")
+
+
 enforce_options()
 st.set_page_config(page_title="braintumor — MRI slice analysis", layout="wide")
 st.title("Brain tumor MRI slice analysis")
@@ -58,9 +95,18 @@ with st.sidebar:
     show_cam = st.toggle("Show Grad-CAM explanation", value=False, disabled=not _torch_available(),
                          help="Where the classifier looked (needs the 'train' extra: torch + MONAI)")
 
+shipped = examples()
+choice = st.selectbox("Try an example (no upload needed)", list(shipped), index=None, placeholder="pick a tumor type",
+                      key="example")
+st.caption("Examples: T1 contrast-enhanced slices and their expert masks from the "
+           + "; ".join(sorted({e.source for e in shipped.values()})))
 uploads = st.file_uploader(f"MRI slices: PNG, JPEG, TIFF, DICOM, NIfTI, Figshare .mat (up to {MAX_UPLOAD_MB} MB each)",
                            accept_multiple_files=True, max_upload_size=MAX_UPLOAD_MB, key="uploads")
 model = analyzer()
+if choice:
+    st.divider()
+    st.subheader(f"Example: {choice}")
+    show(analyze_example(model, shipped[choice]), f"example-{choice}", show_cam)
 views = []
 for upload in uploads or []:
     st.divider()
@@ -77,26 +123,13 @@ for upload in uploads or []:
         continue
     if view.scan.n_slices > 1:
         st.slider("Slice", 0, view.scan.n_slices - 1, value=view.scan.slice_index, key=f"slice-{key}")
-    r = view.result
-    source = "" if r.spacing_mm is None else f" · spacing {r.spacing_mm[0]:g} × {r.spacing_mm[1]:g} mm ({r.spacing_source})"
-    st.caption(f"{view.scan.shape[1]}×{view.scan.shape[0]} px{source}")
-    left, right = st.columns(2)
-    left.image(view.original, caption="original", width="stretch")
-    if show_cam:
-        right.image(gradcam_image(explainer(), view), caption=f"Grad-CAM for '{r.label}'", width="stretch")
-    else:
-        right.image(view.overlay, caption="tumor outline", width="stretch")
-    c1, c2, c3 = st.columns(3)
-    c1.metric("Tumor type", r.label, f"{r.confidence:.1%} confidence", delta_color="off", delta_arrow="off")
-    c2.metric("Tumor area", view.area_text(), f"{r.tumor_pixels} px", delta_color="off", delta_arrow="off")
-    c3.bar_chart(probabilities_table(r), x="class", y="probability", height=180)
-    for warning in r.warnings:
-        st.warning(warning)
-    d1, d2, d3 = st.columns(3)
-    stem = upload.name.rsplit(".", 1)[0]
-    d1.download_button("Overlay PNG", view.png(view.overlay), f"{stem}_overlay.png", "image/png", key=f"o-{key}")
-    d2.download_button("Mask PNG", view.mask_png, f"{stem}_mask.png", "image/png", key=f"m-{key}")
-    d3.download_button("Result JSON", view.json, f"{stem}.json", "application/json", key=f"j-{key}")
+    truth = st.file_uploader("Expert mask of this slice (optional; same size, nonzero = tumor): shows the Dice and "
+                             "the area difference", max_upload_size=MAX_UPLOAD_MB, key=f"truth-{key}")
+    if truth is not None and truth.size > MAX_UPLOAD_MB * 1024 * 1024:
+        view.comparison_error = f"larger than {MAX_UPLOAD_MB} MB: not read"
+    elif truth is not None:
+        with_expert(view, truth.getvalue(), truth.name)
+    show(view, key, show_cam)
 
 if len(views) > 1:
     st.divider()

@@ -12,14 +12,17 @@ import io
 import json
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from braintumor.commands.analyze import COLUMNS, csv_row
 from braintumor.errors import ScanError
+from braintumor.evaluation.metrics import area_cm2, dice
 from braintumor.imageio import Scan, load_scan
 from braintumor.inference import Analyzer, Result
-from braintumor.inference.render import caption_of, display_gray, heatmap, overlay
+from braintumor.inference.render import boundary, caption_of, display_gray, heatmap, overlay
 
 MAX_UPLOAD_MB = 64
 # Streamlit settings for a page that strangers use: no telemetry, no error details or developer menu in the
@@ -31,6 +34,67 @@ INTENDED_USE = ("**Research and education only — not a medical device.** Resul
                 "was trained on one public dataset of 8-bit T1 contrast-enhanced slices and can be wrong.")
 SPACING_HINT = ("PNG and JPEG files carry no pixel size. Figshare brain tumor slices: 0.49 mm at 512×512 "
                 "(0.98 mm when downsampled to 256×256).")
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+# Okabe–Ito blue and orange: a pair that stays distinct with every common colour-vision deficiency
+EXPERT_RGB, PREDICTED_RGB = (0, 114, 178), (230, 159, 0)
+OUTLINES_CAPTION = "blue: expert outline · orange: the model's outline"
+
+
+@dataclass(frozen=True)
+class Example:
+    """A shipped slice with its expert mask and the pixel size its dataset publishes."""
+
+    label: str
+    image: Path
+    mask: Path
+    spacing_mm: float
+    source: str
+
+
+def examples() -> dict[str, Example]:
+    """The example slices by tumor type, as listed in ``assets/examples/examples.json``."""
+    listed = json.loads((EXAMPLES_DIR / "examples.json").read_text())["examples"]
+    return {e["label"]: Example(e["label"], EXAMPLES_DIR / e["file"], EXAMPLES_DIR / e["mask"], float(e["spacing_mm"]),
+                                e["source"]) for e in listed}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The predicted mask against an expert mask of the same slice."""
+
+    dice: float
+    expert: np.ndarray  # bool, the image's size
+    expert_cm2: float | None  # None when the spacing is unknown
+    difference_cm2: float | None  # predicted − expert
+
+    def expert_text(self) -> str:
+        return "needs pixel spacing" if self.expert_cm2 is None else f"{self.expert_cm2:.2f} cm²"
+
+    def difference_text(self) -> str:
+        return f"{int(self.expert.sum())} px" if self.difference_cm2 is None else \
+            f"{self.difference_cm2:+.2f} cm² predicted − expert"
+
+
+def compare(result: Result, data: bytes, name: str) -> Comparison:
+    """Score ``result`` against an expert mask file of the same size (read like any scan, a volume at the scan's
+    slice; nonzero = tumor)."""
+    index = result.scan.slice_index if result.scan.n_slices > 1 else None
+    expert = load_scan(data, name=name, slice_index=index).pixels > 0
+    if expert.shape != result.mask.shape:
+        raise ScanError(name, f"mask is {expert.shape[1]}×{expert.shape[0]} px but the scan is "
+                              f"{result.mask.shape[1]}×{result.mask.shape[0]} px")
+    expert_cm2 = None if result.spacing_mm is None else area_cm2(int(expert.sum()), result.spacing_mm)
+    return Comparison(dice=dice(result.mask, expert), expert=expert, expert_cm2=expert_cm2,
+                      difference_cm2=None if expert_cm2 is None else result.area_cm2 - expert_cm2)
+
+
+def outlines(pixels: np.ndarray, predicted: np.ndarray, expert: np.ndarray) -> Image.Image:
+    """The slice with both outlines: expert in blue, prediction in orange (drawn last, on top)."""
+    rgb = np.repeat(display_gray(pixels)[..., None], 3, axis=2)
+    width = max(1, round(max(pixels.shape) / 256))
+    rgb[boundary(expert, width)] = EXPERT_RGB
+    rgb[boundary(predicted, width)] = PREDICTED_RGB
+    return Image.fromarray(rgb)
 
 
 @dataclass
@@ -39,6 +103,8 @@ class View:
     error: str | None = None
     result: Result | None = None
     scan: Scan | None = None
+    comparison: Comparison | None = None
+    comparison_error: str | None = None  # an unusable expert mask; the scan's own result still stands
 
     def png(self, image: Image.Image) -> bytes:
         buffer = io.BytesIO()
@@ -52,6 +118,10 @@ class View:
     @cached_property  # shown and offered for download: drawn once per rerun
     def overlay(self) -> Image.Image:
         return overlay(self.scan.pixels, self.result.mask, caption_of(self.result))
+
+    @cached_property
+    def outlines(self) -> Image.Image:
+        return outlines(self.scan.pixels, self.result.mask, self.comparison.expert)
 
     @property
     def mask_png(self) -> bytes:
@@ -76,6 +146,24 @@ def analyze_upload(analyzer: Analyzer, data: bytes, name: str, spacing_mm: float
         return View(name=name, error=err.reason)
     except Exception as err:  # the page must survive anything a file can do
         return View(name=name, error=f"could not analyse this file ({type(err).__name__})")
+
+
+def with_expert(view: View, data: bytes, name: str) -> View:
+    """``view`` compared with an expert mask; a mask that cannot be used becomes ``comparison_error``."""
+    try:
+        view.comparison = compare(view.result, data, name)
+    except ScanError as err:
+        view.comparison_error = err.reason
+    except Exception as err:  # as in analyze_upload: the page must survive anything a file can do
+        view.comparison_error = f"could not read this mask ({type(err).__name__})"
+    return view
+
+
+def analyze_example(analyzer: Analyzer, example: Example) -> View:
+    """A shipped example at its dataset's published pixel size, compared with its expert mask."""
+    scan = load_scan(example.image).with_spacing(example.spacing_mm, "the dataset's published acquisition")
+    view = View(name=example.image.name, result=analyzer.analyze(scan), scan=scan)
+    return with_expert(view, example.mask.read_bytes(), example.mask.name)
 
 
 def gradcam_image(explainer, view: View) -> Image.Image:

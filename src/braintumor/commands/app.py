@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from braintumor.app.views import STREAMLIT_OPTIONS
+from braintumor.commands.exposure import exposure_warning
 
 PAGE = Path(__file__).resolve().parent.parent / "app" / "page.py"
 
@@ -20,27 +20,6 @@ def command(host: str, port: int) -> list[str]:
     for key, value in flags.items():
         args += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     return args
-
-
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:  # a host name (other than localhost) may resolve to anything
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return (mapped or address).is_loopback
-
-
-def exposure_warning(host: str) -> str | None:
-    """The warning for a host that publishes the page beyond this machine, else None."""
-    if is_loopback(host):
-        return None
-    return (f"braintumor app: warning: --host {host or '(all interfaces)'} is not a loopback address. The page has no "
-            "authentication and no TLS: anyone who can reach this address can upload files and see results. "
-            "Put it behind a reverse proxy with authentication and TLS.")
 
 
 def run(args) -> NoReturn:
