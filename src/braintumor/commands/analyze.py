@@ -77,8 +77,9 @@ def _done(results_csv: Path) -> set[str]:
 
 
 class Outputs:
-    """masks/, overlays/ and results.csv under ``out``: files written by a small thread pool, CSV rows in input
-    order and flushed as soon as a file's outputs are on disk, so an interrupted run keeps every finished row."""
+    """masks/, overlays/, seg/ and results.csv under ``out``: files written by a small thread pool, CSV rows in
+    input order and flushed as soon as a file's outputs are on disk, so an interrupted run keeps every finished
+    row (with the warnings its writing added)."""
 
     def __init__(self, out: Path, overlay_format: str, append: bool, workers: int):
         from concurrent.futures import ThreadPoolExecutor
@@ -100,7 +101,9 @@ class Outputs:
         self.pending.append((row, job))
         self._flush(block=len(self.pending) > 4 * self.workers)  # bounded: results hold their images
 
-    def _write_files(self, result, stem: str) -> None:
+    def _write_files(self, result, stem: str) -> list[str]:
+        """The PNG mask and overlay, plus the mask in the source's own format (DICOM SEG, NIfTI) so imaging
+        tools overlay it on the scan; returns warnings for the row (why no SEG could be written)."""
         from PIL import Image
 
         from braintumor.inference.render import caption_of, overlay
@@ -113,12 +116,26 @@ class Outputs:
                 image.save(path, quality=90)
             else:
                 image.save(path, compress_level=1)
+        source, fmt = Path(result.file), result.scan.meta.get("format")
+        description = f"predicted {result.label} (confidence {result.confidence:.1%})"
+        if fmt == "DICOM":
+            from braintumor.imageio.dicom_seg import write_dicom_seg
+
+            warning = write_dicom_seg(source, result.mask, result.scan.slice_index, description,
+                                      self.out / "seg" / f"{stem}.dcm")
+            return [warning] if warning else []
+        if fmt == "NIfTI":
+            from braintumor.imageio.nifti_mask import write_nifti_mask
+
+            write_nifti_mask(source, result.mask, result.scan.slice_index, description,
+                             self.out / "masks" / f"{stem}.nii.gz")
+        return []
 
     def _flush(self, block: bool = False) -> None:
         while self.pending and (block or self.pending[0][1] is None or self.pending[0][1].done()):
             row, job = self.pending.popleft()
             if job is not None:
-                job.result()
+                row = {**row, "warnings": [*row["warnings"], *job.result()]}
             self.writer.writerow(csv_row(row))
             self.handle.flush()
             block = False

@@ -1,0 +1,97 @@
+"""The tumor mask as a DICOM Segmentation (highdicom) that PACS viewers overlay on the source image.
+
+highdicom builds the SEG from a *source* dataset and copies the patient and study modules of whatever it is
+given, so it is given a reduced copy of the source: its identity (SOP, series, study UIDs), geometry, and only
+the patient/study attributes the standard requires (type 1 and 2 of the Patient and General Study modules;
+left empty where the source has none).  Nothing else of the source (other patient fields, clinical-trial
+attributes, institution or station of the scanner) reaches the SEG, and nothing identifying is invented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from braintumor.imageio.dicom import _dataset
+
+#: Type 1/2 attributes of the Patient and General Study modules: the only ones the SEG takes from the source.
+PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+                 "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+_IDENTITY = ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID", "FrameOfReferenceUID")
+_SINGLE_FRAME_GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+_KEPT = ("SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
+         "PositionReferenceIndicator", "Rows", "Columns", "NumberOfFrames", *_SINGLE_FRAME_GEOMETRY,
+         "SpacingBetweenSlices", "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
+         "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod")
+
+
+def write_dicom_seg(source: Path, mask: np.ndarray, frame: int, description: str, path: Path) -> str | None:
+    """Write ``mask`` (0/1 at the source's rows × columns) as a one-segment binary SEG of ``frame`` (0-based)
+    of the DICOM file ``source``.  Returns None when written, otherwise the reason no SEG was written."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    import braintumor
+
+    ds = _dataset(source.read_bytes(), str(source))
+    missing = _missing(ds)
+    if missing:
+        return f"no DICOM SEG written: the source lacks {', '.join(missing)}"
+    algorithm = hd.AlgorithmIdentificationSequence(name="braintumor", version=braintumor.__version__,
+                                                   family=codes.cid7162.ArtificialIntelligence)
+    segment = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="Tumor", segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm)
+    segment.SegmentDescription = description
+    positions = None  # a single-frame source: the plane is the source's own
+    if "PerFrameFunctionalGroupsSequence" in ds:  # only the analysed frame, placed where that frame lies
+        positions = [hd.PlanePositionSequence.from_sequence(
+            ds.PerFrameFunctionalGroupsSequence[frame].PlanePositionSequence)]
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=[_reduced(ds)], pixel_array=mask.astype(bool)[None], plane_positions=positions,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[segment],
+            omit_empty_frames=False,  # an empty mask is still one (empty) frame: "no tumor found here"
+            series_instance_uid=hd.UID(), series_number=1, sop_instance_uid=hd.UID(), instance_number=1,
+            series_description="braintumor tumor outline", content_label="TUMOR",
+            content_description=description[:64],  # LO
+            manufacturer="braintumor", manufacturer_model_name="braintumor",
+            software_versions=braintumor.__version__,
+            device_serial_number=braintumor.__version__)  # type 1, and software has no serial number
+    except (ValueError, TypeError, AttributeError, KeyError) as err:  # a source highdicom cannot derive from
+        return f"no DICOM SEG written: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(path)
+    return None
+
+
+def _missing(ds) -> list[str]:
+    """What the source lacks for a SEG that lies on it: its identity, frame of reference and plane geometry."""
+    missing = [k for k in _IDENTITY if not ds.get(k)]
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        shared = ds.get("SharedFunctionalGroupsSequence") or [{}]
+        missing += [f"shared {k}" for k in ("PlaneOrientationSequence", "PixelMeasuresSequence") if k not in shared[0]]
+        per_frame = ds.PerFrameFunctionalGroupsSequence
+        if len(per_frame) != frames or not all("PlanePositionSequence" in item for item in per_frame):
+            missing.append("a PlanePositionSequence for every frame")
+    elif frames > 1:
+        missing.append("per-frame positions (PerFrameFunctionalGroupsSequence) for its frames")
+    else:
+        missing += [k for k in _SINGLE_FRAME_GEOMETRY if not ds.get(k)]
+    return missing
+
+
+def _reduced(ds):
+    """The source as highdicom sees it: identity, geometry and the required patient/study attributes only."""
+    from pydicom.dataset import Dataset
+
+    reduced = Dataset()
+    for keyword in _KEPT:
+        if keyword in ds:
+            setattr(reduced, keyword, ds.data_element(keyword).value)
+    for keyword in PATIENT_STUDY:
+        setattr(reduced, keyword, ds.get(keyword) or None)  # type 2: present, empty when unknown
+    reduced.SliceThickness = ds.get("SliceThickness")  # type 2, and highdicom reads it unconditionally
+    return reduced
