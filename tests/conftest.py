@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -27,6 +28,12 @@ def dev() -> Path:
 @pytest.fixture(scope="session")
 def dev512() -> Path:
     return _require(DEV512)
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """Every row of a CSV file with a header, as dicts (the file is closed before returning)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:

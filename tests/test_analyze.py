@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 
@@ -19,6 +18,7 @@ from braintumor.errors import ScanError
 from braintumor.evaluation.metrics import dice
 from braintumor.inference import Analyzer
 from braintumor.inference.bundle import DEFAULT_MODEL_DIR, ONNX, WEIGHTS, read_card, sha256, verified_file
+from conftest import csv_rows
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,8 @@ def _png(array) -> bytes:
 def test_onnx_and_pytorch_agree(analyzer, dev512):
     import torch
 
-    from braintumor.inference.export import load_torch_model
     from braintumor.imageio import load_scan
+    from braintumor.inference.export import load_torch_model
     from braintumor.preprocessing import to_model_input
 
     net, card = load_torch_model(DEFAULT_MODEL_DIR)
@@ -115,10 +115,10 @@ def test_cli_batch_with_a_corrupt_file(dev512, tmp_path, capsys):
     out = tmp_path / "out"
     status = main(["analyze", *map(str, images), str(bad), "--spacing-mm", "0.49", "--out", str(out)])
     assert status == 1
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    rows = csv_rows(out / "results.csv")
     assert list(rows[0]) == COLUMNS and len(rows) == 4
     assert [bool(r["error"]) for r in rows] == [False, False, False, True]
-    for r, image in zip(rows, images):
+    for r, image in zip(rows, images, strict=False):  # the last row, the corrupt file, has no image
         assert r["spacing_mm"] == "0.49" and r["spacing_source"] == "user"
         assert float(r["area_cm2"]) == pytest.approx(int(r["tumor_pixels"]) * 0.49 ** 2 / 100, abs=1e-3)
         mask = np.asarray(Image.open(out / "masks" / image.name))

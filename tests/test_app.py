@@ -14,8 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from braintumor.app.views import (EXPERT_RGB, PREDICTED_RGB, analyze_example, analyze_upload, examples, results_csv,
-                                  with_expert)
+from braintumor.app.views import (
+    EXPERT_RGB,
+    PREDICTED_RGB,
+    analyze_example,
+    analyze_upload,
+    examples,
+    results_csv,
+    with_expert,
+)
 from braintumor.commands.analyze import COLUMNS
 from braintumor.inference import Analyzer
 from conftest import png_bytes, write_dicom

@@ -53,7 +53,7 @@ def test_run_warns_on_stderr_then_becomes_streamlit(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("braintumor app: warning: --host 0.0.0.0 is not a loopback")
     assert calls == [(sys.executable, command("0.0.0.0", 8599))]
-    flags = dict(zip(calls[0][1][5::2], calls[0][1][6::2]))  # after: python -m streamlit run page.py
+    flags = dict(zip(calls[0][1][5::2], calls[0][1][6::2], strict=True))  # after: python -m streamlit run page.py
     assert flags["--client.toolbarMode"] == "viewer" and flags["--browser.gatherUsageStats"] == "false"
     assert ShowErrorDetailsConfigOptions(flags["--client.showErrorDetails"]) == ShowErrorDetailsConfigOptions.NONE
 
@@ -118,8 +118,8 @@ def test_plain_streamlit_run_gets_the_limits(tmp_path):
     refuses uploads over MAX_UPLOAD_MB (Streamlit's own default is 200 MB)."""
     require_chromium()
     from playwright.sync_api import expect, sync_playwright
-    from streamlit.proto.NewSession_pb2 import Config
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from streamlit.proto.NewSession_pb2 import Config
 
     def new_session_config(frame) -> None:
         msg = ForwardMsg()
@@ -198,7 +198,7 @@ async def _sessions(url: str, slices: list[Path]) -> dict[str, str]:
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
         shown = await asyncio.gather(*(session(browser, path) for path in slices), return_exceptions=True)
         await browser.close()
-    return {path.name: value if isinstance(value, str) else repr(value) for path, value in zip(slices, shown)}
+    return {path.name: value if isinstance(value, str) else repr(value) for path, value in zip(slices, shown, strict=True)}
 
 
 @pytest.mark.slow

@@ -45,7 +45,7 @@ def test_batch_equals_one_by_one(tmp_path):
                      "--spacing-mm", "0.5"]) == 0
     batch = _rows(tmp_path / "batch")
     assert [Path(r["file"]).name for r in batch] == [f.name for f in files]  # input order
-    for f, row in zip(files, batch):
+    for f, row in zip(files, batch, strict=True):
         single = _rows(tmp_path / "one" / f.stem)[0]
         assert row["label"] == single["label"] and row["tumor_pixels"] == single["tumor_pixels"]
         assert float(row["confidence"]) == pytest.approx(float(single["confidence"]), abs=1e-3)

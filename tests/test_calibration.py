@@ -64,7 +64,7 @@ def test_halves_split_by_patient(tiny_data):
     records = read_manifest(tiny_data)
     first = halves(records)
     groups = {}
-    for r, f in zip(records, first):
+    for r, f in zip(records, first, strict=True):
         groups.setdefault(group_of(r), set()).add(bool(f))
     assert all(len(v) == 1 for v in groups.values()) and 0 < first.mean() < 1
 

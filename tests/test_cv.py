@@ -10,6 +10,7 @@ import pytest
 from braintumor.cli import main
 from braintumor.evaluation.crossval import check_fold
 from braintumor.training.run import TrainConfig
+from conftest import csv_rows
 
 
 @pytest.fixture(scope="module")
@@ -21,20 +22,20 @@ def cv_out(tiny_data, tmp_path_factory):
 
 
 def test_cv_writes_per_fold_table_and_pooled_report(cv_out, tiny_data):
-    rows = list(csv.DictReader(open(cv_out / "cv.csv")))
+    rows = csv_rows(cv_out / "cv.csv")
     assert [r["fold"] for r in rows] == ["0", "1"]
     assert all(0 <= float(r["tumor_type_accuracy"]) <= 1 for r in rows)
     table = (cv_out / "cv.md").read_text()
     assert "| **mean** |" in table and "| **sd** |" in table and "Pooled out-of-fold" in table
     pooled = json.loads((cv_out / "pooled" / "report.json").read_text())
-    n_rows = sum(1 for _ in csv.DictReader(open(tiny_data / "index.csv")))
+    n_rows = sum(1 for _ in csv_rows(tiny_data / "index.csv"))
     assert pooled["n_images"] == n_rows == sum(int(r["images"]) for r in rows)  # every row scored once
     assert (cv_out / "fold0" / "eval" / "report.json").is_file()
 
 
 def test_no_patient_is_in_its_own_folds_training_set(cv_out):
     for fold in (0, 1):
-        rows = list(csv.DictReader(open(cv_out / f"fold{fold}" / "split.csv")))
+        rows = csv_rows(cv_out / f"fold{fold}" / "split.csv")
         train = {r["patient_id"] for r in rows if r["split"] == "train" and r["patient_id"]}
         val = {r["patient_id"] for r in rows if r["split"] == "val" and r["patient_id"]}
         assert val and train and not train & val
@@ -45,7 +46,7 @@ def test_check_fold_catches_a_leaked_patient(cv_out, tmp_path):
 
     leaky = tmp_path / "fold0"
     shutil.copytree(cv_out / "fold0", leaky)
-    rows = list(csv.DictReader(open(leaky / "split.csv")))
+    rows = csv_rows(leaky / "split.csv")
     victim = next(r for r in rows if r["split"] == "val" and r["patient_id"])
     twin = next(r for r in rows if r["split"] == "train" and r["patient_id"])
     twin["patient_id"] = victim["patient_id"]

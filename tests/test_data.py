@@ -10,11 +10,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braintumor.data import (Record, check_no_leakage, load_mask, normalise_class, patient_kfold, read_manifest,
-                             train_val_test_split)
+from braintumor.data import (
+    Record,
+    check_no_leakage,
+    load_mask,
+    normalise_class,
+    patient_kfold,
+    read_manifest,
+    train_val_test_split,
+)
 from braintumor.data.manifest import figshare_patient
 from braintumor.errors import ScanError
-from conftest import write_figshare_mat
+from conftest import csv_rows, write_figshare_mat
 
 
 @pytest.mark.parametrize("name,expected", [("glioma", "glioma"), ("glioma_tumor", "glioma"), ("Glioma Tumor", "glioma"),
@@ -112,8 +119,8 @@ def test_kfold_is_grouped_stratified_and_deterministic():
     with pytest.warns(UserWarning):
         assert folds == patient_kfold(records, k=5, seed=3)
     for f in range(5):
-        check_no_leakage(records, {r.id: "val" if x == f else "train" for r, x in zip(records, folds)})
-        counts = Counter(r.label for r, x in zip(records, folds) if x == f)
+        check_no_leakage(records, {r.id: "val" if x == f else "train" for r, x in zip(records, folds, strict=True)})
+        counts = Counter(r.label for r, x in zip(records, folds, strict=True) if x == f)
         assert all(counts[c] in (8, 12) for c in ("glioma", "meningioma", "pituitary")), counts
 
 
@@ -136,7 +143,7 @@ def test_split_command(tmp_path, dev):
 
     out = tmp_path / "folds.csv"
     assert main(["split", "--data", str(dev), "--out", str(out)]) == 0
-    rows = list(csv.DictReader(open(out)))
+    rows = csv_rows(out)
     folds_of: dict[str, set] = {}
     for r in rows:
         if r["patient_id"]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 from braintumor.cli import main
+from conftest import csv_rows
 
 TOP_LEVEL = {"accuracy", "tumor_type_accuracy", "macro_f1", "dice_mean", "area_error_median"}
 
@@ -17,8 +17,8 @@ def test_evaluate_scores_only_validation_patients(tiny_data, tiny_model, tmp_pat
     report = json.loads((out / "report.json").read_text())
     assert TOP_LEVEL <= set(report) and all(isinstance(report[k], float) for k in TOP_LEVEL)
     assert "never used in training" in report["split"]
-    split = {r["id"]: r["split"] for r in csv.DictReader(open(tiny_model / "split.csv"))}
-    scored = [r["id"] for r in csv.DictReader(open(out / "per_slice.csv"))]
+    split = {r["id"]: r["split"] for r in csv_rows(tiny_model / "split.csv")}
+    scored = [r["id"] for r in csv_rows(out / "per_slice.csv")]
     assert scored and all(split[i] == "val" for i in scored)
     assert sum(split[i] == "val" for i in split) == len(scored)
     assert sum(map(sum, report["confusion_matrix"])) == len(scored)

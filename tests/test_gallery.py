@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from pathlib import Path
@@ -16,8 +15,17 @@ from braintumor import TUMOR_CLASSES
 from braintumor.cli import main
 from braintumor.data import Record, read_manifest
 from braintumor.evaluation.evaluate import SliceOutcome
-from braintumor.evaluation.gallery import BLUE, FIGSHARE_CREDIT, LISTED, ORANGE, SLICE_HEIGHT, is_figshare, markdown, \
-    write_gallery
+from braintumor.evaluation.gallery import (
+    BLUE,
+    FIGSHARE_CREDIT,
+    LISTED,
+    ORANGE,
+    SLICE_HEIGHT,
+    is_figshare,
+    markdown,
+    write_gallery,
+)
+from conftest import csv_rows
 
 NUMBER = re.compile(r"\d+\.\d+")
 
@@ -32,7 +40,7 @@ def evaluated(tiny_data, tiny_model, tmp_path_factory) -> Path:
 
 def _expected(out: Path) -> tuple[dict[str, dict | None], list[dict]]:
     """File name → its per_slice.csv row (None: a no-tumor outline, whose size the CSV does not carry)."""
-    rows = [r for r in csv.DictReader(open(out / "per_slice.csv")) if not r["error"]]
+    rows = [r for r in csv_rows(out / "per_slice.csv") if not r["error"]]
     expected: dict[str, dict | None] = {}
     for label in TUMOR_CLASSES:
         ranked = sorted((r for r in rows if r["label"] == label and r["dice"]),
@@ -76,7 +84,7 @@ def test_gallery_shows_the_chosen_slices_with_per_slice_numbers(evaluated):
 
 
 def test_gallery_names_no_patient(evaluated, tiny_data):
-    patients = {r["patient_id"] for r in csv.DictReader(open(tiny_data / "index.csv")) if r["patient_id"]}
+    patients = {r["patient_id"] for r in csv_rows(tiny_data / "index.csv") if r["patient_id"]}
     gallery = evaluated / "gallery"
     index = (gallery / "gallery.md").read_text()
     texts = [p.name for p in gallery.iterdir()] + [index]

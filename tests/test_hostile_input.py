@@ -237,7 +237,6 @@ def asymmetric() -> np.ndarray:
 def test_nifti_ras_las_and_sagittal_show_as_dicom_does(tmp_path, asymmetric):
     import nibabel as nib
 
-    rows, cols = asymmetric.shape
     dicom = load_scan(_axial_dicom(tmp_path, asymmetric))
     # DICOM column c lies toward the patient's left (RAS x falls), row r toward posterior (RAS y falls)
     ras = asymmetric[::-1, ::-1].T.astype(np.float32)  # array (x, y) in RAS order

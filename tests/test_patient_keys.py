@@ -13,8 +13,15 @@ import pytest
 
 from braintumor.cli import main
 from braintumor.data import Record, read_manifest, train_val_test_split
-from braintumor.data.patient_keys import (KeyParams, group_key, group_keys, key_block, new_key_params,
-                                          trained_groups, trained_keys)
+from braintumor.data.patient_keys import (
+    KeyParams,
+    group_key,
+    group_keys,
+    key_block,
+    new_key_params,
+    trained_groups,
+    trained_keys,
+)
 from braintumor.data.splits import group_of
 from braintumor.errors import ScanError
 from braintumor.inference.bundle import DEFAULT_MODEL_DIR, read_card, verified_file
@@ -90,7 +97,7 @@ def test_every_key_block_is_consulted():
 
 def test_cards_without_salted_keys_are_refused():
     records = [_record(1, "alice")]
-    with pytest.raises(ScanError, match="unsalted SHA-256 keys .*re-create the card"):
+    with pytest.raises(ScanError, match=r"unsalted SHA-256 keys .*re-create the card"):
         trained_keys({"training": {"train_groups_sha256": ["0123456789abcdef"]}})
     with pytest.raises(ScanError, match="does not list its training patients"):
         trained_keys({"training": {}})

@@ -15,10 +15,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
-
 from fastapi.testclient import TestClient
 
 from braintumor.app.views import MAX_UPLOAD_MB
@@ -131,7 +131,7 @@ def test_a_stream_without_content_length_is_cut_off_while_reading(analyzer):
 class Blocking:
     """An analyzer that holds its slot until released, to fill the server."""
 
-    card = {"name": "blocking", "files": {}}
+    card: ClassVar[dict] = {"name": "blocking", "files": {}}
 
     def __init__(self):
         self.started, self.release = threading.Event(), threading.Event()

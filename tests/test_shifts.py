@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 
 from braintumor.cli import main
-from braintumor.preprocessing.shifts import (SHIFTS, bias_field, brain_mask, flip_vertical, gamma, noise, rotate90,
-                                             skull_strip, to_16bit, zoom, zscore, zscore_brain)
+from braintumor.preprocessing.shifts import (
+    SHIFTS,
+    bias_field,
+    brain_mask,
+    flip_vertical,
+    gamma,
+    noise,
+    rotate90,
+    skull_strip,
+    to_16bit,
+    zoom,
+    zscore,
+    zscore_brain,
+)
+from conftest import csv_rows
 
 
 @pytest.fixture
@@ -72,7 +83,10 @@ def test_geometric_shifts_move_image_and_mask_together(head):
 
 def test_bias_and_noise_are_seeded(head):
     image, tumor = head
-    rng = lambda: np.random.default_rng(3)  # noqa: E731
+
+    def rng() -> np.random.Generator:
+        return np.random.default_rng(3)
+
     assert np.array_equal(noise(0.08)(image, tumor, rng())[0], noise(0.08)(image, tumor, rng())[0])
     biased, _ = bias_field(0.4)(image, tumor, rng())
     ratio = biased[image > 50] / image[image > 50]
@@ -102,7 +116,7 @@ def test_shift_table_command(tiny_data, tiny_model, tmp_path):
     out = tmp_path / "shifts"
     assert main(["shifts", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(out),
                  "--shift", "skull_stripped", "--shift", "rotate_90"]) == 0
-    rows = list(csv.DictReader(open(out / "shifts.csv")))
+    rows = csv_rows(out / "shifts.csv")
     assert [r["shift"] for r in rows] == ["none", "skull_stripped", "rotate_90"]
     assert all(0 <= float(r["notumor_silent"]) <= 1 and int(r["n"]) > 0 for r in rows)
     assert "| none |" in (out / "shifts.md").read_text()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from safetensors.numpy import load_file
 
 from braintumor.cli import main
 from braintumor.training.run import TrainConfig, train
+from conftest import csv_rows
 
 
 def test_run_folder_is_complete(tiny_model):
@@ -25,7 +25,7 @@ def test_run_folder_is_complete(tiny_model):
     assert set(card["files"]) == {"model.safetensors", "model.onnx"}
     weights = load_file(str(tiny_model / "model.safetensors"))
     assert any(k.startswith("class_head") for k in weights) and all(np.isfinite(v).all() for v in weights.values())
-    rows = list(csv.DictReader(open(tiny_model / "logs" / "metrics.csv")))
+    rows = csv_rows(tiny_model / "logs" / "metrics.csv")
     assert {r["epoch"] for r in rows} == {"0", "1"}
     assert (tiny_model / "curves.png").stat().st_size > 1000
     assert not list(tiny_model.glob("*.pt")) and not list(tiny_model.glob("*.pth"))
@@ -34,7 +34,7 @@ def test_run_folder_is_complete(tiny_model):
 
 
 def test_training_patients_never_validate(tiny_model):
-    rows = list(csv.DictReader(open(tiny_model / "split.csv")))
+    rows = csv_rows(tiny_model / "split.csv")
     sides = {}
     for r in rows:
         if r["patient_id"]:
@@ -51,7 +51,7 @@ def test_same_seed_same_weights_and_resume(tiny_data, tmp_path):
     assert ka["salt"] != kb["salt"] and not set(ka["keys"]) & set(kb["keys"])  # same patients, unlinkable keys
     train(TrainConfig(data=tiny_data, out=tmp_path / "a", size=32, epochs=2, batch_size=4, folds=4, progress=False,
                       resume=True))
-    epochs = {r["epoch"] for r in csv.DictReader(open(tmp_path / "a" / "logs" / "metrics.csv"))}
+    epochs = {r["epoch"] for r in csv_rows(tmp_path / "a" / "logs" / "metrics.csv")}
     assert epochs == {"0", "1"}  # the epoch before the resume is kept in the log
 
 
@@ -68,7 +68,7 @@ def test_init_fine_tunes_at_another_size_and_guards_validation(tiny_model, tiny_
     before, after = load_file(str(tiny_model / "model.safetensors")), load_file(str(out / "model.safetensors"))
     learned = [k for k in before if "running" not in k and "num_batches" not in k]  # BatchNorm statistics still move
     assert all(np.allclose(before[k], after[k]) for k in learned)  # lr 0: the weights are the start weights
-    with pytest.raises(ValueError, match="trained on .* of this run's validation fold"):
+    with pytest.raises(ValueError, match=r"trained on .* of this run's validation fold"):
         train(TrainConfig(data=tiny_data, out=tmp_path / "leak", size=32, epochs=1, batch_size=4, folds=4, val_fold=1,
                           progress=False, init=tiny_model))
 
@@ -114,8 +114,6 @@ def test_ddp_with_two_cpu_processes(tiny_data, tmp_path):
 
 def test_a_resume_killed_before_it_ends_keeps_the_earlier_epochs(tmp_path):
     """CSVLogger deletes logs/metrics.csv when a resumed run starts; the earlier rows wait beside it."""
-    import csv as _csv
-
     from braintumor.training.run import _keep_earlier_rows, _prepend_rows
 
     log = tmp_path / "metrics.csv"
@@ -126,5 +124,5 @@ def test_a_resume_killed_before_it_ends_keeps_the_earlier_epochs(tmp_path):
     assert [r["epoch"] for r in earlier] == ["0", "1", "2"]
     log.write_text("epoch,val_score\n3,1.3\n")
     _prepend_rows(log, earlier)
-    assert [r["epoch"] for r in _csv.DictReader(open(log))] == ["0", "1", "2", "3"]
+    assert [r["epoch"] for r in csv_rows(log)] == ["0", "1", "2", "3"]
     assert not (tmp_path / "metrics.before-resume.csv").exists()

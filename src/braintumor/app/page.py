@@ -6,9 +6,22 @@ from __future__ import annotations
 import streamlit as st
 from streamlit import config
 
-from braintumor.app.views import (INTENDED_USE, MAX_UPLOAD_MB, OUTLINES_CAPTION, SPACING_HINT, STREAMLIT_OPTIONS,
-                                  View, analyze_example, analyze_upload, examples, file_key, gradcam_image,
-                                  probabilities_table, results_csv, with_expert)
+from braintumor.app.views import (
+    INTENDED_USE,
+    MAX_UPLOAD_MB,
+    OUTLINES_CAPTION,
+    SPACING_HINT,
+    STREAMLIT_OPTIONS,
+    View,
+    analyze_example,
+    analyze_upload,
+    examples,
+    file_key,
+    gradcam_image,
+    probabilities_table,
+    results_csv,
+    with_expert,
+)
 from braintumor.inference import Analyzer
 
 

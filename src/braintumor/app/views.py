@@ -176,7 +176,7 @@ def results_csv(views: list[View]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
     for v in views:
-        row = v.result.row() if v.result else {**{k: None for k in COLUMNS}, "file": v.name, "warnings": [],
+        row = v.result.row() if v.result else {**dict.fromkeys(COLUMNS), "file": v.name, "warnings": [],
                                                "error": v.error}
         writer.writerow(csv_row(row))
     return buffer.getvalue()

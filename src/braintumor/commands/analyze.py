@@ -88,7 +88,8 @@ class Outputs:
         (out / "masks").mkdir(parents=True, exist_ok=True)
         if overlay_format != "none":
             (out / "overlays").mkdir(parents=True, exist_ok=True)
-        self.handle = open(out / "results.csv", "a" if append else "w", newline="")
+        # closed by close(): the CSV stays open for the whole batch, so no `with` block can hold it
+        self.handle = open(out / "results.csv", "a" if append else "w", newline="")  # noqa: SIM115
         self.writer = csv.DictWriter(self.handle, fieldnames=COLUMNS)
         if not append:
             self.writer.writeheader()
@@ -159,7 +160,7 @@ def run(args) -> int:
     files = expand(args.inputs)
     if not files:
         raise ValueError("no scans found in the given inputs")
-    stems = dict(zip(map(str, files), _stems(files)))
+    stems = dict(zip(map(str, files), _stems(files), strict=True))
     done = _done(args.out / "results.csv") if args.resume else set()
     todo = [f for f in files if str(f) not in done]
     analyzer = Analyzer.load(args.model)

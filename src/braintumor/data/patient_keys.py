@@ -81,7 +81,7 @@ def group_keys(records: list[Record], params: KeyParams) -> dict[str, str]:
     if workers <= 1:
         return {g: group_key(g, params) for g in groups}
     with ThreadPoolExecutor(workers) as pool:
-        return dict(zip(groups, pool.map(lambda g: group_key(g, params), groups)))
+        return dict(zip(groups, pool.map(lambda g: group_key(g, params), groups), strict=True))
 
 
 def key_block(records: list[Record], params: KeyParams | None = None) -> dict:

@@ -46,7 +46,7 @@ def train_val_test_split(records: list[Record], val_fold: int = 0, test_fold: in
     """``{id: "train"|"val"|"test"}`` from the patient-level k-fold assignment."""
     folds = patient_kfold(records, k=k, seed=seed)
     split = {}
-    for r, f in zip(records, folds):
+    for r, f in zip(records, folds, strict=True):
         split[r.id] = "val" if f == val_fold else "test" if f == test_fold else "train"
     check_no_leakage(records, split)
     return split

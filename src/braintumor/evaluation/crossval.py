@@ -31,7 +31,8 @@ def fold_dir(out: Path, fold: int) -> Path:
 
 def check_fold(cfg: TrainConfig) -> None:
     """No patient of the fold's validation side is in its training side (read back from the run's split.csv)."""
-    rows = list(csv.DictReader(open(Path(cfg.out) / "split.csv")))
+    with open(Path(cfg.out) / "split.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     sides: dict[str, set[str]] = {}
     for row in rows:
         key = f"patient:{row['patient_id']}" if row["patient_id"] else f"image:{row['id']}"

@@ -67,7 +67,7 @@ def check_requirements() -> None:
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
+        import matplotlib.pyplot  # imported only to prove that it can be
     except Exception as err:  # ImportError, or a broken install
         raise ImportError(f"evaluate draws its plots with matplotlib, which cannot be imported ({err}); "
                           "pip install 'braintumor[train]'", name="matplotlib") from None

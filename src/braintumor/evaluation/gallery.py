@@ -8,6 +8,7 @@ index carry no patient or slice id (a Figshare slice id leads back to its patien
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,7 +182,7 @@ def _dashed(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill, 
     """A dashed polyline whose pattern runs on along the whole outline: a line style, not only a colour."""
     on, period = 4 * width, 7 * width
     travelled = 0.0
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
         length = float(np.hypot(x1 - x0, y1 - y0))
         t = 0.0
         while t < length:

@@ -50,7 +50,7 @@ def _matrix_csv(matrix, names, path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["true \\ predicted", *names])
-        for name, row in zip(names, matrix):
+        for name, row in zip(names, matrix, strict=True):
             writer.writerow([name, *row])
 
 
@@ -117,7 +117,10 @@ def _fmt(value, pct=False) -> str:
 
 def markdown(r: dict) -> str:
     ci = r.get("ci95", {})
-    interval = lambda k, pct: f" (95% CI {_fmt(ci[k][0], pct)}–{_fmt(ci[k][1], pct)})" if k in ci else ""
+
+    def interval(k: str, pct: bool) -> str:
+        return f" (95% CI {_fmt(ci[k][0], pct)}–{_fmt(ci[k][1], pct)})" if k in ci else ""
+
     lines = [
         f"# Evaluation of {r.get('model')}", "",
         f"Split: {r['split']}.", f"Images: {r['n_images']} ({r['n_unreadable']} unreadable), "

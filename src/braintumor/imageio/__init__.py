@@ -4,4 +4,4 @@ from braintumor.errors import ScanError
 from braintumor.imageio.registry import SUPPORTED_SUFFIXES, load_scan
 from braintumor.imageio.scan import Scan, as_spacing
 
-__all__ = ["Scan", "ScanError", "load_scan", "as_spacing", "SUPPORTED_SUFFIXES"]
+__all__ = ["SUPPORTED_SUFFIXES", "Scan", "ScanError", "as_spacing", "load_scan"]

@@ -36,10 +36,7 @@ def to_gray(image: Image.Image) -> np.ndarray:
         image = image.convert("RGB" if image.mode != "1" else "L")
     array = np.asarray(image)
     if array.ndim == 3:
-        if image.mode == "LA":
-            array = array[..., 0]
-        else:
-            array = array[..., :3].astype(np.float32) @ LUMA
+        array = array[..., 0] if image.mode == "LA" else array[..., :3].astype(np.float32) @ LUMA
     return array.astype(np.float32)
 
 

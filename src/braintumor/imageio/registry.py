@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Union
 
 import numpy as np
 
@@ -12,8 +12,8 @@ from braintumor.errors import ScanError
 from braintumor.imageio.limits import MAX_FILE_BYTES, check_size
 from braintumor.imageio.scan import Scan
 
-Source = Union[str, os.PathLike, bytes]
-Reader = Callable[[bytes, str, "int | None"], Scan]
+Source = str | os.PathLike | bytes
+Reader = Callable[[bytes, str, int | None], Scan]
 
 # suffix → format name; the reader for each format is imported lazily (pydicom, nibabel, h5py are slow)
 _SUFFIX_FORMAT = {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 
@@ -25,14 +27,14 @@ class Scan:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.pixels.shape  # type: ignore[return-value]
+        return self.pixels.shape
 
-    def with_spacing(self, spacing_mm: float | tuple[float, float] | None, source: str) -> "Scan":
+    def with_spacing(self, spacing_mm: float | tuple[float, float] | None, source: str) -> Scan:
         if spacing_mm is None:
             return replace(self, spacing_mm=None, spacing_source="unknown")
         return replace(self, spacing_mm=as_spacing(spacing_mm), spacing_source=source)
 
-    def resized(self, height: int, width: int) -> "Scan":
+    def resized(self, height: int, width: int) -> Scan:
         """Resample to ``height × width``; the spacing is rescaled so physical size is preserved."""
         from PIL import Image
 
@@ -49,10 +51,8 @@ class Scan:
 
 def as_spacing(value: float | tuple[float, float] | list[float]) -> tuple[float, float]:
     """``0.49`` or ``(0.49, 0.49)`` → ``(row, col)`` floats; refuses non-positive or non-finite values."""
-    if np.isscalar(value):
-        pair = (float(value), float(value))  # type: ignore[arg-type]
-    else:
-        pair = tuple(float(v) for v in value)  # type: ignore[union-attr]
-    if len(pair) != 2 or not all(np.isfinite(v) and v > 0 for v in pair):
+    # np.isscalar: a number, a NumPy scalar or a numeric string (it narrows neither branch for mypy, hence the casts)
+    numbers = [float(cast(float, value))] * 2 if np.isscalar(value) else [float(v) for v in cast(Iterable[float], value)]
+    if len(numbers) != 2 or not all(np.isfinite(v) and v > 0 for v in numbers):
         raise ValueError(f"pixel spacing must be one or two positive numbers in mm, got {value!r}")
-    return pair  # type: ignore[return-value]
+    return numbers[0], numbers[1]

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -103,12 +104,12 @@ class Analyzer:
             if self.ood_threshold is not None else None
 
     @classmethod
-    def default(cls) -> "Analyzer":
+    def default(cls) -> Analyzer:
         """The model shipped inside the package (no training, no download)."""
         return cls(DEFAULT_MODEL_DIR)
 
     @classmethod
-    def load(cls, model_dir: str | Path | None = None) -> "Analyzer":
+    def load(cls, model_dir: str | Path | None = None) -> Analyzer:
         return cls(model_dir) if model_dir else cls.default()
 
     def analyze(self, source, spacing_mm=None, name: str | None = None, slice_index: int | None = None) -> Result:
@@ -124,13 +125,13 @@ class Analyzer:
         return (scan, *to_model_input(scan.pixels, self.size))
 
     def _run(self, prepared: list[tuple[Scan, np.ndarray, Geometry]], spacing_mm) -> list[Result]:
-        scans, inputs, geometries = zip(*prepared)
+        scans, inputs, geometries = zip(*prepared, strict=True)
         mask_prob, class_prob, features = self.network(np.stack(inputs)[:, None])
         class_prob = apply_temperature(class_prob, self.temperature) if self.temperature != 1.0 else class_prob
         scores = self.features.score(features) if self.features is not None and features is not None \
             else [None] * len(scans)
         return [self._result(s, x, g, m[0], p, spacing_mm, o)
-                for s, x, g, m, p, o in zip(scans, inputs, geometries, mask_prob, class_prob, scores)]
+                for s, x, g, m, p, o in zip(scans, inputs, geometries, mask_prob, class_prob, scores, strict=True)]
 
     def network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The graph's raw outputs for a ``(N, 1, size, size)`` batch: mask and class probabilities (before
@@ -172,7 +173,7 @@ class Analyzer:
         if spacing is None and spacing_mm is not None:
             spacing, source = as_spacing(spacing_mm), "user"
         pixels = int(mask.sum())
-        probabilities = {c: float(p) for c, p in zip(self.classes, probs)}
+        probabilities = {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
         label, decision_warnings = decide(probabilities, mask_prob, self.threshold)
         warnings = input_warnings(scan, model_input) + decision_warnings
         if ood_score is not None and ood_score > self.ood_threshold:

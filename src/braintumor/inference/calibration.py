@@ -43,7 +43,7 @@ class FeatureModel:
                 "variances": self.variances}
 
     @classmethod
-    def load(cls, path: str | Path) -> "FeatureModel":
+    def load(cls, path: str | Path) -> FeatureModel:
         from safetensors.numpy import load_file
 
         t = {k: v.astype(np.float64) for k, v in load_file(str(path)).items()}

@@ -29,6 +29,6 @@ class SeedUNet(nn.Module):
             skips.append(x)
             x = nn.functional.max_pool2d(x, 2)
         x = self.bottleneck(x)
-        for up, dec, skip in zip(self.up, self.dec, reversed(skips)):
+        for up, dec, skip in zip(self.up, self.dec, reversed(skips), strict=True):
             x = dec(torch.cat([up(x), skip], dim=1))
         return self.out(x), None

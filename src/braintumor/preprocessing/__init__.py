@@ -5,4 +5,4 @@ Numpy + Pillow only, so training (which caches inputs) and torch-free inference 
 
 from braintumor.preprocessing.geometry import Geometry, mask_to_input, output_to_image, scale_intensity, to_model_input
 
-__all__ = ["Geometry", "to_model_input", "mask_to_input", "output_to_image", "scale_intensity"]
+__all__ = ["Geometry", "mask_to_input", "output_to_image", "scale_intensity", "to_model_input"]

@@ -8,7 +8,7 @@ evidence for "no tumor"; ``braintumor shifts`` measures the model on each of the
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -87,10 +87,10 @@ def zoom(factor: float) -> Shift:
     def apply(pixels, mask, rng=None):
         h, w = pixels.shape
         if factor >= 1:
-            ch, cw = int(round(h / factor)), int(round(w / factor))
+            ch, cw = round(h / factor), round(w / factor)
             top, left = (h - ch) // 2, (w - cw) // 2
             return pixels[top:top + ch, left:left + cw].copy(), mask[top:top + ch, left:left + cw].copy()
-        ph, pw = int(round(h * (1 / factor - 1) / 2)), int(round(w * (1 / factor - 1) / 2))
+        ph, pw = round(h * (1 / factor - 1) / 2), round(w * (1 / factor - 1) / 2)
         return (np.pad(pixels, ((ph, ph), (pw, pw)), constant_values=float(pixels.min())),
                 np.pad(mask, ((ph, ph), (pw, pw))))
     return apply

@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import io
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Literal
+from typing import Literal
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
 from starlette.concurrency import run_in_threadpool

@@ -51,7 +51,7 @@ class SliceModule(L.LightningModule):
         probs = cls.float().softmax(1).cpu().numpy() if cls is not None else np.full((len(labels), 4), np.nan)
         masks = (seg.float() > 0).cpu().numpy()[:, 0] if seg is not None else None
         truth = batch["mask"].cpu().numpy()[:, 0] > 0.5
-        dices = np.array([dice(m, t) for m, t in zip(masks, truth)]) if masks is not None else np.full(len(labels), np.nan)
+        dices = np.array([dice(m, t) for m, t in zip(masks, truth, strict=True)]) if masks is not None else np.full(len(labels), np.nan)
         self._val.append((labels, probs, dices))
 
     def on_validation_epoch_end(self) -> None:
