@@ -44,8 +44,16 @@ def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def write_dicom(path: Path, pixels: np.ndarray, spacing=(0.5, 0.7), slope=1.0, intercept=0.0,
-                photometric="MONOCHROME2", frames: int | None = None, with_pixels: bool = True) -> Path:
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    spacing=(0.5, 0.7),
+    slope=1.0,
+    intercept=0.0,
+    photometric="MONOCHROME2",
+    frames: int | None = None,
+    with_pixels: bool = True,
+) -> Path:
     """A minimal, valid MR image DICOM written with pydicom."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -114,9 +122,16 @@ def make_manifest(root: Path, patients_per_class: int = 4, per_patient: int = 2,
                 Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "images" / f"s{n}.png")
                 if label != "notumor":
                     Image.fromarray(mask * 255).save(root / "masks" / f"s{n}.png")
-                rows.append({"id": f"s{n}", "image": f"images/s{n}.png",
-                             "mask": f"masks/s{n}.png" if label != "notumor" else "", "label": label,
-                             "patient_id": f"{label}{p}" if label != "notumor" else "", "spacing_mm": "0.5"})
+                rows.append(
+                    {
+                        "id": f"s{n}",
+                        "image": f"images/s{n}.png",
+                        "mask": f"masks/s{n}.png" if label != "notumor" else "",
+                        "label": label,
+                        "patient_id": f"{label}{p}" if label != "notumor" else "",
+                        "spacing_mm": "0.5",
+                    }
+                )
     with open(root / "index.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

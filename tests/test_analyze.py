@@ -67,7 +67,7 @@ def test_real_slices_label_mask_and_area(analyzer, unseen_tumor_slices):
         correct += result.label == r.label
         dices.append(dice(result.mask, truth))
         assert result.spacing_source == "user" and result.spacing_mm == (0.49, 0.49)
-        assert result.area_cm2 == pytest.approx(result.tumor_pixels * 0.49 ** 2 / 100)
+        assert result.area_cm2 == pytest.approx(result.tumor_pixels * 0.49**2 / 100)
     assert correct / len(unseen_tumor_slices) >= 0.8
     assert np.mean(dices) >= 0.6 and np.median(dices) >= 0.7
     confident = max(unseen_tumor_slices, key=lambda r: max(analyzer.analyze(r.image).probabilities.values()))
@@ -120,7 +120,7 @@ def test_cli_batch_with_a_corrupt_file(dev512, tmp_path, capsys):
     assert [bool(r["error"]) for r in rows] == [False, False, False, True]
     for r, image in zip(rows, images, strict=False):  # the last row, the corrupt file, has no image
         assert r["spacing_mm"] == "0.49" and r["spacing_source"] == "user"
-        assert float(r["area_cm2"]) == pytest.approx(int(r["tumor_pixels"]) * 0.49 ** 2 / 100, abs=1e-3)
+        assert float(r["area_cm2"]) == pytest.approx(int(r["tumor_pixels"]) * 0.49**2 / 100, abs=1e-3)
         mask = np.asarray(Image.open(out / "masks" / image.name))
         assert mask.shape == (512, 512) and set(np.unique(mask)) <= {0, 255}
         assert (out / "overlays" / image.name).is_file()

@@ -65,8 +65,12 @@ def test_page_enforces_its_settings_when_started_directly():
 
     from braintumor.app.views import MAX_UPLOAD_MB, STREAMLIT_OPTIONS
 
-    defaults = {"server.maxUploadSize": 200, "browser.gatherUsageStats": True, "client.showErrorDetails": "full",
-                "client.toolbarMode": "auto"}  # Streamlit's, as a bare start has them
+    defaults = {
+        "server.maxUploadSize": 200,
+        "browser.gatherUsageStats": True,
+        "client.showErrorDetails": "full",
+        "client.toolbarMode": "auto",
+    }  # Streamlit's, as a bare start has them
     for key, value in defaults.items():
         config.set_option(key, value)
     at = AppTest.from_file(str(PAGE), default_timeout=60).run()
@@ -74,8 +78,9 @@ def test_page_enforces_its_settings_when_started_directly():
     assert at.file_uploader(key="uploads").proto.max_upload_size_mb == MAX_UPLOAD_MB
     image = np.zeros((64, 64), np.uint8)
     image[20:40, 20:40] = 120
-    at.file_uploader(key="uploads").set_value([("big.png", b"\0" * (MAX_UPLOAD_MB * 2**20 + 1), "image/png"),
-                                               ("small.png", png_bytes(image), "image/png")]).run()
+    at.file_uploader(key="uploads").set_value(
+        [("big.png", b"\0" * (MAX_UPLOAD_MB * 2**20 + 1), "image/png"), ("small.png", png_bytes(image), "image/png")]
+    ).run()
     assert not at.exception
     assert [e.value for e in at.error] == [f"big.png: larger than {MAX_UPLOAD_MB} MB: not read"]
     assert len(at.metric) == 2  # the small file is still analysed
@@ -101,7 +106,7 @@ def test_example_against_its_expert_mask(analyzer):
     expert = np.asarray(Image.open(example.mask)) > 0
     assert view.error is None and view.comparison_error is None and view.result.spacing_mm == (0.49, 0.49)
     assert view.comparison.dice == dice(view.result.mask, expert) > 0.5
-    expected_cm2 = (int(view.result.mask.sum()) - int(expert.sum())) * 0.49 ** 2 / 100
+    expected_cm2 = (int(view.result.mask.sum()) - int(expert.sum())) * 0.49**2 / 100
     assert view.comparison.difference_cm2 == pytest.approx(expected_cm2)
     assert view.comparison.difference_text().endswith("cm² predicted − expert")
     colours = {tuple(c) for c in np.asarray(view.outlines).reshape(-1, 3)}
@@ -194,8 +199,14 @@ def test_health_answers_ok(server):
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run"]
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 INTRO = "not a medical device"  # on the page once its script has run
 METRICS = "[data-testid=stMetricValue]"
 LABEL = re.compile(r"^(glioma|meningioma|pituitary|notumor)$")  # the "Tumor type" metric's value
@@ -213,14 +224,19 @@ def test_real_upload_in_chromium(server, dev512, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     slice_png = sorted((dev512 / "images").glob("*.png"))[0]
-    dicom = write_dicom(tmp_path / "scan.dcm", np.asarray(Image.open(slice_png)).astype(np.uint16) * 16,
-                        spacing=(0.49, 0.49))
+    dicom = write_dicom(
+        tmp_path / "scan.dcm", np.asarray(Image.open(slice_png)).astype(np.uint16) * 16, spacing=(0.49, 0.49)
+    )
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, viewport={"width": 1400, "height": 3400},
-            args=BROWSER_ARGS)
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            viewport={"width": 1400, "height": 3400},
+            args=BROWSER_ARGS,
+        )
         page = context.new_page()
         page.goto(server)
         expect(page.get_by_text(INTRO)).to_be_visible(timeout=60_000)

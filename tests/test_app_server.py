@@ -30,8 +30,9 @@ def app_argv(port: int) -> list[str]:
     return [sys.executable, "-m", "braintumor.cli", "app", "--port", str(port)]
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost", "LocalHost",
-                                  "::ffff:127.0.0.1"])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost", "LocalHost", "::ffff:127.0.0.1"]
+)
 def test_loopback_hosts_need_no_warning(host):
     assert is_loopback(host) and exposure_warning(host) is None
 
@@ -127,8 +128,19 @@ def test_plain_streamlit_run_gets_the_limits(tmp_path):
             configs.append(msg.new_session.config)
 
     port, configs = free_port(), []
-    argv = [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.headless", "true", "--server.address",
-            "127.0.0.1", "--server.port", str(port)]  # headless: no e-mail prompt; address, port: the test's own
+    argv = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(PAGE),
+        "--server.headless",
+        "true",
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+    ]  # headless: no e-mail prompt; address, port: the test's own
     proc, url = start_server(argv, port, tmp_path / "server.log")
     try:
         with sync_playwright() as p:
@@ -143,12 +155,18 @@ def test_plain_streamlit_run_gets_the_limits(tmp_path):
             deploy_buttons = page.locator("[data-testid=stAppDeployButton]").count()
             with page.expect_request("**/_stcore/upload_file/**") as upload:
                 page.locator("input[type=file]").set_input_files(
-                    files=[{"name": "tiny.png", "mimeType": "image/png", "buffer": b"tiny"}])
+                    files=[{"name": "tiny.png", "mimeType": "image/png", "buffer": b"tiny"}]
+                )
             path = upload.value.url.removeprefix(url).rsplit("/", 1)[0]  # /_stcore/upload_file/<session id>
-            headers = {"X-Xsrftoken": upload.value.headers["x-xsrftoken"], "Content-Type": "multipart/form-data; "
-                       "boundary=x", "Cookie": "; ".join(f"{c['name']}={c['value']}" for c in page.context.cookies())}
-            small = (b'--x\r\nContent-Disposition: form-data; name="file"; filename="s.png"\r\nContent-Type: '
-                     b"image/png\r\n\r\n" + b"\0" * 2**20 + b"\r\n--x--\r\n")
+            headers = {
+                "X-Xsrftoken": upload.value.headers["x-xsrftoken"],
+                "Content-Type": "multipart/form-data; boundary=x",
+                "Cookie": "; ".join(f"{c['name']}={c['value']}" for c in page.context.cookies()),
+            }
+            small = (
+                b'--x\r\nContent-Disposition: form-data; name="file"; filename="s.png"\r\nContent-Type: '
+                b"image/png\r\n\r\n" + b"\0" * 2**20 + b"\r\n--x--\r\n"
+            )
             # while the session is open: refused from the header alone; then proof the token and session are good
             too_big = _put_status(port, f"{path}/big", headers, b"", MAX_UPLOAD_MB * 2**20 + 1)
             accepted = _put_status(port, f"{path}/small", headers, small, len(small))
@@ -198,7 +216,9 @@ async def _sessions(url: str, slices: list[Path]) -> dict[str, str]:
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
         shown = await asyncio.gather(*(session(browser, path) for path in slices), return_exceptions=True)
         await browser.close()
-    return {path.name: value if isinstance(value, str) else repr(value) for path, value in zip(slices, shown, strict=True)}
+    return {
+        path.name: value if isinstance(value, str) else repr(value) for path, value in zip(slices, shown, strict=True)
+    }
 
 
 @pytest.mark.slow
@@ -227,8 +247,9 @@ def test_eight_sessions_at_once(dev512, tmp_path):
         peak = _peak_rss_mb(proc.pid)
         proc.terminate()
         proc.wait(timeout=20)
-    summary = (f"8 sessions in {time.time() - started:.1f} s, {len(statuses)} health polls, "
-               f"peak server RSS {peak:.0f} MB")
+    summary = (
+        f"8 sessions in {time.time() - started:.1f} s, {len(statuses)} health polls, peak server RSS {peak:.0f} MB"
+    )
     print(f"\n{summary}")
     assert len(slices) == 8 and len(set(expected.values())) > 1, f"too little variety in the slices; {summary}"
     assert shown == expected, summary

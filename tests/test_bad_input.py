@@ -62,8 +62,10 @@ def _dicom_jpegls(tmp_path) -> bytes:
 
 BAD = {
     "empty.png": (lambda t: b"", "empty"),
-    "truncated.png": (lambda t: png_bytes(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))[:200],
-                      "cannot read"),
+    "truncated.png": (
+        lambda t: png_bytes(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))[:200],
+        "cannot read",
+    ),
     "corrupt.png": (lambda t: b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "cannot read"),
     "jpeg_named.png": (lambda t: _jpeg(), "extension"),
     "notes.png": (lambda t: b"patient notes, not an image\n" * 10, "not a raster image"),
@@ -102,8 +104,9 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, name, capsys):
 def test_cli_subprocess_has_no_traceback(tmp_path):
     path = tmp_path / "bomb.png"
     path.write_bytes(_png_header_only(30000, 30000))
-    done = subprocess.run([sys.executable, "-m", "braintumor.cli", "inspect", str(path)], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "braintumor.cli", "inspect", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "decompression bomb" in done.stderr
     assert done.stdout == ""

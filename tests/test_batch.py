@@ -38,11 +38,28 @@ def _rows(out: Path) -> list[dict]:
 
 def test_batch_equals_one_by_one(tmp_path):
     files = _slices(tmp_path / "in", 7)
-    assert main(["analyze", str(tmp_path / "in"), "--out", str(tmp_path / "batch"), "--batch-size", "4",
-                 "--spacing-mm", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                str(tmp_path / "in"),
+                "--out",
+                str(tmp_path / "batch"),
+                "--batch-size",
+                "4",
+                "--spacing-mm",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     for f in files:
-        assert main(["analyze", str(f), "--out", str(tmp_path / "one" / f.stem), "--batch-size", "1",
-                     "--spacing-mm", "0.5"]) == 0
+        assert (
+            main(
+                ["analyze", str(f), "--out", str(tmp_path / "one" / f.stem), "--batch-size", "1", "--spacing-mm", "0.5"]
+            )
+            == 0
+        )
     batch = _rows(tmp_path / "batch")
     assert [Path(r["file"]).name for r in batch] == [f.name for f in files]  # input order
     for f, row in zip(files, batch, strict=True):
@@ -58,8 +75,21 @@ def test_batch_equals_one_by_one(tmp_path):
 def test_corrupt_file_in_the_middle_costs_only_its_row(tmp_path):
     files = _slices(tmp_path / "in", 6)
     files[3].write_bytes(b"\x89PNG\r\n\x1a\n" + b"broken" * 10)
-    assert main(["analyze", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--batch-size", "4",
-                 "--overlay-format", "jpeg"]) == 1
+    assert (
+        main(
+            [
+                "analyze",
+                str(tmp_path / "in"),
+                "--out",
+                str(tmp_path / "out"),
+                "--batch-size",
+                "4",
+                "--overlay-format",
+                "jpeg",
+            ]
+        )
+        == 1
+    )
     rows = _rows(tmp_path / "out")
     assert [Path(r["file"]).name for r in rows] == [f.name for f in files]
     assert rows[3]["error"] and not any(r["error"] for i, r in enumerate(rows) if i != 3)
@@ -72,8 +102,18 @@ def test_corrupt_file_in_the_middle_costs_only_its_row(tmp_path):
 def test_interrupted_run_keeps_finished_rows_and_resumes(tmp_path):
     files = _slices(tmp_path / "in", 80)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "braintumor.cli", "analyze", str(tmp_path / "in"), "--out", str(out),
-           "--batch-size", "4", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "braintumor.cli",
+        "analyze",
+        str(tmp_path / "in"),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--json",
+    ]
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and (not (out / "results.csv").is_file() or len(_rows(out)) < 10):
@@ -88,4 +128,4 @@ def test_interrupted_run_keeps_finished_rows_and_resumes(tmp_path):
     assert main(["analyze", str(tmp_path / "in"), "--out", str(out), "--resume"]) == 0
     names = [Path(r["file"]).name for r in _rows(out)]
     assert sorted(names) == [f.name for f in files] and len(names) == len(set(names))
-    assert names[:len(finished)] == [Path(r["file"]).name for r in finished]
+    assert names[: len(finished)] == [Path(r["file"]).name for r in finished]

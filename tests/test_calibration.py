@@ -35,8 +35,11 @@ def test_temperature_scaling_lowers_nll_and_ece_on_overconfident_predictions():
     after = apply_temperature(probs[1000:], t)
     assert t > 1.5  # softened
     assert M.nll(after, labels[1000:]) < M.nll(probs[1000:], labels[1000:]) - 0.3
-    assert M.expected_calibration_error(after, labels[1000:]) < 0.05 < M.expected_calibration_error(
-        probs[1000:], labels[1000:])
+    assert (
+        M.expected_calibration_error(after, labels[1000:])
+        < 0.05
+        < M.expected_calibration_error(probs[1000:], labels[1000:])
+    )
     assert np.array_equal(after.argmax(1), probs[1000:].argmax(1))  # the decision never changes
 
 
@@ -111,12 +114,20 @@ def test_warning_for_a_far_input_in_cli_json_and_app(tmp_path, analyzer):
     path.write_bytes(_far_image())
     result = analyzer.analyze(path, spacing_mm=0.5)
     assert result.ood_score > analyzer.ood_threshold
-    done = subprocess.run([sys.executable, "-m", "braintumor.cli", "analyze", str(path), "--json", "--spacing-mm",
-                           "0.5"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "braintumor.cli", "analyze", str(path), "--json", "--spacing-mm", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     row = json.loads(done.stdout.splitlines()[0])
     assert row["ood_score"] > analyzer.ood_threshold and any("unreliable" in w for w in row["warnings"])
-    text = subprocess.run([sys.executable, "-m", "braintumor.cli", "analyze", str(path), "--spacing-mm", "0.5"],
-                          capture_output=True, text=True, timeout=60)
+    text = subprocess.run(
+        [sys.executable, "-m", "braintumor.cli", "analyze", str(path), "--spacing-mm", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "unreliable" in text.stdout + text.stderr
     from braintumor.app.views import analyze_upload
 

@@ -16,8 +16,28 @@ from conftest import csv_rows
 @pytest.fixture(scope="module")
 def cv_out(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("cv")
-    assert main(["cv", "--data", str(tiny_data), "--out", str(out), "--folds", "2", "--epochs", "1", "--size", "32",
-                 "--batch-size", "4", "--bootstrap", "20"]) == 0
+    assert (
+        main(
+            [
+                "cv",
+                "--data",
+                str(tiny_data),
+                "--out",
+                str(out),
+                "--folds",
+                "2",
+                "--epochs",
+                "1",
+                "--size",
+                "32",
+                "--batch-size",
+                "4",
+                "--bootstrap",
+                "20",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -60,6 +80,26 @@ def test_check_fold_catches_a_leaked_patient(cv_out, tmp_path):
 
 def test_cv_resumes_without_retraining(cv_out, tiny_data):
     before = (cv_out / "fold0" / "model.safetensors").stat().st_mtime_ns
-    assert main(["cv", "--data", str(tiny_data), "--out", str(cv_out), "--folds", "2", "--epochs", "1", "--size",
-                 "32", "--batch-size", "4", "--bootstrap", "20"]) == 0
+    assert (
+        main(
+            [
+                "cv",
+                "--data",
+                str(tiny_data),
+                "--out",
+                str(cv_out),
+                "--folds",
+                "2",
+                "--epochs",
+                "1",
+                "--size",
+                "32",
+                "--batch-size",
+                "4",
+                "--bootstrap",
+                "20",
+            ]
+        )
+        == 0
+    )
     assert (cv_out / "fold0" / "model.safetensors").stat().st_mtime_ns == before

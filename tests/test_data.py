@@ -24,9 +24,19 @@ from braintumor.errors import ScanError
 from conftest import csv_rows, write_figshare_mat
 
 
-@pytest.mark.parametrize("name,expected", [("glioma", "glioma"), ("glioma_tumor", "glioma"), ("Glioma Tumor", "glioma"),
-                                           ("meningioma_tumor", "meningioma"), ("Pituitary", "pituitary"),
-                                           ("no_tumor", "notumor"), ("notumor", "notumor"), ("No", "notumor")])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("glioma", "glioma"),
+        ("glioma_tumor", "glioma"),
+        ("Glioma Tumor", "glioma"),
+        ("meningioma_tumor", "meningioma"),
+        ("Pituitary", "pituitary"),
+        ("no_tumor", "notumor"),
+        ("notumor", "notumor"),
+        ("No", "notumor"),
+    ],
+)
 def test_class_names_are_normalised(name, expected):
     assert normalise_class(name) == expected
 
@@ -82,8 +92,14 @@ def _index(root: Path, rows: list[dict]) -> None:
 
 def test_index_layout_errors(tmp_path):
     _save(tmp_path / "images" / "a.png", np.zeros((32, 32), np.uint8))
-    row = {"id": "a", "image": "images/a.png", "mask": "masks/a.png", "label": "glioma", "patient_id": "P1",
-           "spacing_mm": "0.98"}
+    row = {
+        "id": "a",
+        "image": "images/a.png",
+        "mask": "masks/a.png",
+        "label": "glioma",
+        "patient_id": "P1",
+        "spacing_mm": "0.98",
+    }
     _index(tmp_path, [row])
     with pytest.raises(ScanError, match="missing"):
         read_manifest(tmp_path)
@@ -106,8 +122,11 @@ def test_figshare_mat_folder(tmp_path):
 
 def _synthetic(n_patients=30, per_patient=4) -> list[Record]:
     labels = ["glioma", "meningioma", "pituitary"]
-    records = [Record(f"p{p}_{i}", Path("x.png"), None, labels[p % 3], f"P{p}", None)
-               for p in range(n_patients) for i in range(per_patient)]
+    records = [
+        Record(f"p{p}_{i}", Path("x.png"), None, labels[p % 3], f"P{p}", None)
+        for p in range(n_patients)
+        for i in range(per_patient)
+    ]
     records += [Record(f"nt{i}", Path("x.png"), None, "notumor", None, None) for i in range(12)]
     return records
 

@@ -9,7 +9,7 @@ NO_TUMOR = {"glioma": 0.03, "meningioma": 0.05, "pituitary": 0.02, "notumor": 0.
 
 def _mask(side: int = 160, box: int = 20, inside: float = 0.95) -> np.ndarray:
     prob = np.zeros((side, side), np.float32)
-    prob[40:40 + box, 50:50 + box] = inside
+    prob[40 : 40 + box, 50 : 50 + box] = inside
     return prob
 
 

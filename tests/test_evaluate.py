@@ -12,8 +12,10 @@ TOP_LEVEL = {"accuracy", "tumor_type_accuracy", "macro_f1", "dice_mean", "area_e
 
 def test_evaluate_scores_only_validation_patients(tiny_data, tiny_model, tmp_path):
     out = tmp_path / "eval"
-    assert main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(out),
-                 "--bootstrap", "50"]) == 0
+    assert (
+        main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(out), "--bootstrap", "50"])
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert TOP_LEVEL <= set(report) and all(isinstance(report[k], float) for k in TOP_LEVEL)
     assert "never used in training" in report["split"]
@@ -22,16 +24,36 @@ def test_evaluate_scores_only_validation_patients(tiny_data, tiny_model, tmp_pat
     assert scored and all(split[i] == "val" for i in scored)
     assert sum(split[i] == "val" for i in split) == len(scored)
     assert sum(map(sum, report["confusion_matrix"])) == len(scored)
-    for name in ("report.md", "confusion_matrix.csv", "confusion_matrix.png", "confusion_matrix_tumor_types.csv",
-                 "segmentation.png", "reliability.png"):
+    for name in (
+        "report.md",
+        "confusion_matrix.csv",
+        "confusion_matrix.png",
+        "confusion_matrix_tumor_types.csv",
+        "segmentation.png",
+        "reliability.png",
+    ):
         assert (out / name).stat().st_size > 0
     assert set(report["ci95"]) >= {"accuracy", "dice_mean"}
     assert 0 <= report["ece"] <= 1 and sum(b["n"] for b in report["reliability"]) == len(scored)
 
 
 def test_evaluate_refuses_training_patients(tiny_data, tiny_model, tmp_path, capsys):
-    assert main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(tmp_path / "e"),
-                 "--split", "all"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(tiny_data),
+                "--model",
+                str(tiny_model),
+                "--out",
+                str(tmp_path / "e"),
+                "--split",
+                "all",
+            ]
+        )
+        == 2
+    )
     assert "training patients" in capsys.readouterr().err
 
 
@@ -63,8 +85,10 @@ def test_report_is_written_before_the_plots(tiny_data, tiny_model, tmp_path, cap
 
     monkeypatch.setattr(R, "_plots", broken)
     out = tmp_path / "eval"
-    assert main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(out),
-                 "--bootstrap", "20"]) == 2
+    assert (
+        main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(out), "--bootstrap", "20"])
+        == 2
+    )
     assert "drawing the plots failed (RuntimeError: no display)" in capsys.readouterr().err
     assert TOP_LEVEL <= set(json.loads((out / "report.json").read_text()))
     assert (out / "report.md").stat().st_size > 0 and (out / "per_slice.csv").is_file()

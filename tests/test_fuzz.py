@@ -77,7 +77,7 @@ def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
             i = int(rng.integers(len(out)))
             out[i] ^= 1 << int(rng.integers(8))
     elif kind == 1:  # truncation
-        out = out[:int(rng.integers(1, len(out)))]
+        out = out[: int(rng.integers(1, len(out)))]
     elif kind == 2:  # scrambled header bytes
         head = min(len(out), 600)
         for _ in range(int(rng.integers(4, 32))):
@@ -86,8 +86,9 @@ def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
         head = min(len(out), 1024) - 4
         for _ in range(int(rng.integers(1, 4))):
             i = int(rng.integers(head))
-            out[i:i + 4] = rng.choice([b"\xff\xff\xff\xff", b"\xff\xff\xff\x7f", b"\x00\x00\x01\x00",
-                                       b"\x00\xa0\x00\x00"])
+            out[i : i + 4] = rng.choice(
+                [b"\xff\xff\xff\xff", b"\xff\xff\xff\x7f", b"\x00\x00\x01\x00", b"\x00\xa0\x00\x00"]
+            )
     return bytes(out)
 
 
@@ -101,8 +102,9 @@ def test_mutated_files_are_refused_cleanly_or_analysed(tmp_path):
         (cases / f"{stem}-original.{suffix}").write_bytes(data)
         for i in range(CASES):
             (cases / f"{stem}-{i:04d}.{suffix}").write_bytes(_mutate(data, rng))
-    done = subprocess.run([sys.executable, "-c", WORKER, str(cases)], capture_output=True, text=True,
-                          timeout=60 + CASES * 10)
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER, str(cases)], capture_output=True, text=True, timeout=60 + CASES * 10
+    )
     lines = done.stdout.splitlines()
     last = lines[-1] if lines else "no output"
     assert done.returncode == 0, f"worker died ({done.returncode}) at {last}: {done.stderr[-3000:]}"

@@ -33,8 +33,10 @@ NUMBER = re.compile(r"\d+\.\d+")
 @pytest.fixture(scope="module")
 def evaluated(tiny_data, tiny_model, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gallery") / "eval"
-    assert main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(out),
-                 "--bootstrap", "20"]) == 0
+    assert (
+        main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(out), "--bootstrap", "20"])
+        == 0
+    )
     return out
 
 
@@ -43,13 +45,15 @@ def _expected(out: Path) -> tuple[dict[str, dict | None], list[dict]]:
     rows = [r for r in csv_rows(out / "per_slice.csv") if not r["error"]]
     expected: dict[str, dict | None] = {}
     for label in TUMOR_CLASSES:
-        ranked = sorted((r for r in rows if r["label"] == label and r["dice"]),
-                        key=lambda r: (float(r["dice"]), r["id"]))
+        ranked = sorted(
+            (r for r in rows if r["label"] == label and r["dice"]), key=lambda r: (float(r["dice"]), r["id"])
+        )
         roles: dict[int, str] = {}
         for role, k in (("best", len(ranked) - 1), ("worst", 0), ("median", (len(ranked) - 1) // 2)):
             roles.setdefault(k, role)
-        expected |= {f"{label}_{role}_dice{float(ranked[k]['dice']):.2f}.png": ranked[k]
-                     for k, role in roles.items() if ranked}
+        expected |= {
+            f"{label}_{role}_dice{float(ranked[k]['dice']):.2f}.png": ranked[k] for k, role in roles.items() if ranked
+        }
     notumor = [r for r in rows if r["label"] == "notumor"]
     outlined = round(json.loads((out / "report.json").read_text())["notumor_outlined"] * len(notumor))
     expected |= {f"notumor_outlined_{k}.png": None for k in range(1, min(outlined, LISTED) + 1)}
@@ -66,8 +70,12 @@ def test_gallery_shows_the_chosen_slices_with_per_slice_numbers(evaluated):
     gallery = evaluated / "gallery"
     expected, notumor = _expected(evaluated)
     assert sorted(p.name for p in gallery.glob("*.png")) == sorted(expected)
-    index = {m[1]: m[2].split(" | ") for m in re.finditer(r"^\| [^|]+ \| !\[[^]]*\]\(([^)]+)\) \| (.*) \|$",
-                                                          (gallery / "gallery.md").read_text(), re.M)}
+    index = {
+        m[1]: m[2].split(" | ")
+        for m in re.finditer(
+            r"^\| [^|]+ \| !\[[^]]*\]\(([^)]+)\) \| (.*) \|$", (gallery / "gallery.md").read_text(), re.M
+        )
+    }
     assert sorted(index) == sorted(expected)
     for name, row in expected.items():
         with Image.open(gallery / name) as picture:
@@ -78,8 +86,9 @@ def test_gallery_shows_the_chosen_slices_with_per_slice_numbers(evaluated):
             assert [index[name][1], index[name][2]] in [[r["predicted"], r["confidence"]] for r in notumor]
             continue
         assert index[name] == _figures(row)
-        assert NUMBER.findall(caption) == [row[k] for k in ("confidence", "dice", "area_true_cm2", "area_pred_cm2")
-                                           if row[k]]
+        assert NUMBER.findall(caption) == [
+            row[k] for k in ("confidence", "dice", "area_true_cm2", "area_pred_cm2") if row[k]
+        ]
         assert f"true {row['label']} / predicted {row['predicted']}" in caption
 
 
@@ -122,19 +131,33 @@ class OffsetAnalyzer:
 def test_gallery_picture_draws_both_outlines(tiny_data, tmp_path):
     records = read_manifest(tiny_data)
     glioma, notumor = (next(r for r in records if r.label == label) for label in ("glioma", "notumor"))
-    outcomes = [SliceOutcome(glioma, 0, 0, np.array([0.9, 0.05, 0.03, 0.02]), dice=0.5, area_true_cm2=0.36,
-                             area_pred_cm2=0.49, pred_pixels=196),
-                SliceOutcome(notumor, 3, 0, np.array([0.7, 0.1, 0.1, 0.1]), pred_pixels=196)]
+    outcomes = [
+        SliceOutcome(
+            glioma,
+            0,
+            0,
+            np.array([0.9, 0.05, 0.03, 0.02]),
+            dice=0.5,
+            area_true_cm2=0.36,
+            area_pred_cm2=0.49,
+            pred_pixels=196,
+        ),
+        SliceOutcome(notumor, 3, 0, np.array([0.7, 0.1, 0.1, 0.1]), pred_pixels=196),
+    ]
     write_gallery(outcomes, OffsetAnalyzer(), tmp_path)
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["glioma_best_dice0.50.png", "misclassified_1.png",
-                                                              "notumor_outlined_1.png"]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "glioma_best_dice0.50.png",
+        "misclassified_1.png",
+        "notumor_outlined_1.png",
+    ]
     with Image.open(tmp_path / "notumor_outlined_1.png") as picture:
         assert picture.text["Description"].endswith("no tumor in truth; predicted outline 196 px")
         assert ORANGE in _colours(picture, int(picture.text[SLICE_HEIGHT]))
     with Image.open(tmp_path / "glioma_best_dice0.50.png") as picture:
         assert {BLUE, ORANGE} <= _colours(picture, int(picture.text[SLICE_HEIGHT]))
-        assert picture.text["Description"] == ("true glioma / predicted glioma, confidence 0.9\n"
-                                              "Dice 0.5, area 0.36 cm² true vs 0.49 cm² predicted")
+        assert picture.text["Description"] == (
+            "true glioma / predicted glioma, confidence 0.9\nDice 0.5, area 0.36 cm² true vs 0.49 cm² predicted"
+        )
 
 
 def test_montage_is_one_small_png(evaluated, tmp_path):
@@ -165,7 +188,9 @@ def test_a_gallery_failure_keeps_the_report(tiny_data, tiny_model, tmp_path, cap
 
     monkeypatch.setattr(G, "choose", broken)
     out = tmp_path / "eval"
-    assert main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(out),
-                 "--bootstrap", "20"]) == 2
+    assert (
+        main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(out), "--bootstrap", "20"])
+        == 2
+    )
     assert "drawing the gallery failed (RuntimeError: no fonts)" in capsys.readouterr().err
     assert (out / "report.json").is_file() and (out / "per_slice.csv").is_file()

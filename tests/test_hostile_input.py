@@ -43,6 +43,7 @@ def secret_file(tmp_path) -> Path:
 def test_hdf5_external_storage_is_refused(tmp_path, secret_file):
     def build(f, g):
         g.create_dataset("image", shape=(64, 64), dtype=np.uint8, external=[(str(secret_file), 0, 64 * 64)])
+
     with pytest.raises(ScanError, match="outside the file"):
         load_scan(_mat_with(tmp_path, build))
 
@@ -58,6 +59,7 @@ def test_hdf5_virtual_dataset_is_refused(tmp_path, secret_file):
         layout = h5py.VirtualLayout(shape=(64, 64), dtype=np.uint8)
         layout[:] = h5py.VirtualSource(str(other), "data", shape=(64, 64))
         g.create_virtual_dataset("image", layout)
+
     with pytest.raises(ScanError, match="outside the file"):
         load_scan(_mat_with(tmp_path, build))
 
@@ -73,6 +75,7 @@ def test_hdf5_links_are_refused(tmp_path, kind):
     def build(f, g):
         f["elsewhere"] = np.ones((64, 64), np.uint8)
         g["image"] = h5py.ExternalLink(str(other), "/image") if kind == "external" else h5py.SoftLink("/elsewhere")
+
     with pytest.raises(ScanError, match="Link"):
         load_scan(_mat_with(tmp_path, build))
 
@@ -85,8 +88,7 @@ def test_figshare_mat_still_reads(tmp_path):
 
 def _peak_rss_mb(code: str, timeout: float = 30) -> tuple[float, str]:
     """Run ``code`` in a fresh interpreter; its peak RSS (MB) and its last output line."""
-    wrapper = (f"import resource, sys\n{code}\n"
-               "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    wrapper = f"import resource, sys\n{code}\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     done = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
@@ -95,9 +97,11 @@ def _peak_rss_mb(code: str, timeout: float = 30) -> tuple[float, str]:
 
 def _refused_within_memory(path: Path, limit_mb: float = 500) -> str:
     """Load ``path`` in a subprocess: it must be refused with one ScanError line, peak RSS under ``limit_mb``."""
-    code = ("from braintumor.imageio import ScanError, load_scan\n"
-            f"try:\n    load_scan({str(path)!r})\n    print('ANALYSED')\n"
-            "except ScanError as err:\n    print('REFUSED', err)")
+    code = (
+        "from braintumor.imageio import ScanError, load_scan\n"
+        f"try:\n    load_scan({str(path)!r})\n    print('ANALYSED')\n"
+        "except ScanError as err:\n    print('REFUSED', err)"
+    )
     peak, out = _peak_rss_mb(code)
     assert peak < limit_mb, f"peak RSS {peak:.0f} MB reading {path.name}"
     assert out.startswith("REFUSED"), out
@@ -135,8 +139,7 @@ def test_nifti_gz_declaring_gigabytes_is_refused_in_bounded_memory(tmp_path):
 def test_nifti_gz_with_gigabytes_beyond_its_data_reads_only_the_slice(tmp_path):
     """A small declared volume followed by a gigabyte of padding: only the requested slice is inflated."""
     path = tmp_path / "padded.nii.gz"
-    path.write_bytes(_gzip_stream(_nifti_header((256, 256, 4)) + np.ones((4, 256, 256), np.float32).tobytes(),
-                                  1 << 30))
+    path.write_bytes(_gzip_stream(_nifti_header((256, 256, 4)) + np.ones((4, 256, 256), np.float32).tobytes(), 1 << 30))
     peak, out = _peak_rss_mb(f"from braintumor.imageio import load_scan\nprint(load_scan({str(path)!r}).shape)")
     assert out == "(256, 256)" and peak < 500, (out, peak)
 
@@ -144,6 +147,7 @@ def test_nifti_gz_with_gigabytes_beyond_its_data_reads_only_the_slice(tmp_path):
 def test_mat_with_chunked_40000_squared_dataset_is_refused(tmp_path):
     def build(f, g):
         g.create_dataset("image", shape=(40000, 40000), dtype=np.int16, chunks=(1000, 1000), compression="gzip")
+
     path = _mat_with(tmp_path, build)
     assert path.stat().st_size < 100_000
     assert "Mpx limit" in _refused_within_memory(path)
@@ -172,8 +176,9 @@ def _deflated_dicom(tmp_path: Path, frames: int, side: int, fill: int = 0) -> Pa
     from pydicom.filewriter import write_dataset, write_file_meta_info
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    plain = pydicom.dcmread(write_dicom(tmp_path / "plain.dcm", np.zeros((side, side), np.uint16), frames=frames,
-                                        with_pixels=False))
+    plain = pydicom.dcmread(
+        write_dicom(tmp_path / "plain.dcm", np.zeros((side, side), np.uint16), frames=frames, with_pixels=False)
+    )
     plain.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     meta = DicomBytesIO()
     meta.is_little_endian, meta.is_implicit_VR = True, False
@@ -229,7 +234,7 @@ def _axial_dicom(tmp_path: Path, pixels: np.ndarray, spacing=(0.5, 0.7)) -> Path
 @pytest.fixture
 def asymmetric() -> np.ndarray:
     pixels = np.zeros((48, 64), np.uint16)
-    pixels[5:12, 3:9] = 900   # a mark near the top-left corner of the displayed image
+    pixels[5:12, 3:9] = 900  # a mark near the top-left corner of the displayed image
     pixels[30:40, 50:60] = 400
     return pixels
 
@@ -301,8 +306,12 @@ def test_analyze_refuses_a_bomb_in_one_line_and_goes_on(tmp_path):
     folder.mkdir()
     (folder / "bomb.nii.gz").write_bytes(_gzip_stream(_nifti_header((2048, 2048, 256)), 1 << 28))
     write_dicom(folder / "good.dcm", np.full((64, 64), 3, np.uint16))
-    done = subprocess.run([sys.executable, "-m", "braintumor.cli", "analyze", str(folder), "--json"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "braintumor.cli", "analyze", str(folder), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     by_file = {Path(r["file"]).name: r for r in rows}
     assert "decompressed-size limit" in by_file["bomb.nii.gz"]["error"]

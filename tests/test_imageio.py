@@ -23,7 +23,7 @@ def test_png_gray_keeps_values_and_orientation_spacing_unknown():
 
 
 def test_png_16bit_keeps_range():
-    array = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 20)
+    array = np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 20
     scan = load_scan(png_bytes(array), name="deep.png")
     assert scan.pixels.max() == array.max() > 255
 

@@ -94,8 +94,14 @@ def mask() -> np.ndarray:
 def _write(out: Path, path: Path, mask: np.ndarray, slice_index: int | None = None) -> dict:
     """Outputs of one result with ``mask`` (as the analyzer would give it); returns its results.csv row."""
     scan = load_scan(path, slice_index=slice_index)
-    result = Result(file=scan.name, label="glioma", probabilities={"glioma": 0.9, "meningioma": 0.05,
-                    "pituitary": 0.03, "notumor": 0.02}, mask=mask, tumor_pixels=int(mask.sum()), scan=scan)
+    result = Result(
+        file=scan.name,
+        label="glioma",
+        probabilities={"glioma": 0.9, "meningioma": 0.05, "pituitary": 0.03, "notumor": 0.02},
+        mask=mask,
+        tumor_pixels=int(mask.sum()),
+        scan=scan,
+    )
     outputs = Outputs(out, "none", append=False, workers=1)
     outputs.add(result, result.row(), path.name.split(".")[0])
     outputs.close()
@@ -176,7 +182,8 @@ def test_multiframe_dicom_seg_segments_only_the_analysed_frame(tmp_path, mask):
     assert position == src.PerFrameFunctionalGroupsSequence[1].PlanePositionSequence[0].ImagePositionPatient
     assert np.array_equal(seg.pixel_array, _png(tmp_path / "out", "multi"))
     by_frame = hd.seg.segread(tmp_path / "out" / "seg" / "multi.dcm").get_pixels_by_source_frame(
-        src.SOPInstanceUID, source_frame_numbers=[2])
+        src.SOPInstanceUID, source_frame_numbers=[2]
+    )
     assert np.array_equal(by_frame[0, :, :, 0], mask)
 
 
@@ -190,17 +197,23 @@ def test_an_empty_mask_gives_a_valid_empty_seg(tmp_path, pixels):
     assert seg.NumberOfFrames == 1 and not seg.pixel_array.any()
 
 
-@pytest.mark.parametrize("build, lacks", [
-    (lambda path, pixels: write_dicom(path, pixels),
-     "StudyInstanceUID, SeriesInstanceUID, FrameOfReferenceUID, ImagePositionPatient, ImageOrientationPatient"),
-    (lambda path, pixels: _full_dicom(path, np.stack([pixels] * 3), frames=3),
-     "per-frame positions (PerFrameFunctionalGroupsSequence) for its frames"),
-])
+@pytest.mark.parametrize(
+    "build, lacks",
+    [
+        (
+            lambda path, pixels: write_dicom(path, pixels),
+            "StudyInstanceUID, SeriesInstanceUID, FrameOfReferenceUID, ImagePositionPatient, ImageOrientationPatient",
+        ),
+        (
+            lambda path, pixels: _full_dicom(path, np.stack([pixels] * 3), frames=3),
+            "per-frame positions (PerFrameFunctionalGroupsSequence) for its frames",
+        ),
+    ],
+)
 def test_a_source_without_geometry_gets_a_warning_and_still_a_png_mask(tmp_path, pixels, mask, build, lacks):
     source = build(tmp_path / "bare.dcm", pixels)
     row = _write(tmp_path / "out", source, mask)
-    assert [w for w in row["warnings"].split("; ") if "SEG" in w] == [
-        f"no DICOM SEG written: the source lacks {lacks}"]
+    assert [w for w in row["warnings"].split("; ") if "SEG" in w] == [f"no DICOM SEG written: the source lacks {lacks}"]
     assert not (tmp_path / "out" / "seg" / "bare.dcm").exists()
     assert np.array_equal(_png(tmp_path / "out", "bare"), mask)
 
@@ -284,7 +297,7 @@ def test_analyze_writes_seg_nifti_and_warnings_end_to_end(tmp_path, pixels, monk
 
     def network(self, batch):
         prob = np.zeros(batch.shape, np.float32)
-        prob[:, :, self.size // 4: self.size // 2, self.size // 5: self.size // 2] = 1
+        prob[:, :, self.size // 4 : self.size // 2, self.size // 5 : self.size // 2] = 1
         return prob, np.tile(np.array([[0.8, 0.1, 0.05, 0.05]], np.float32), (len(batch), 1)), None
 
     monkeypatch.setattr(Analyzer, "network", network)

@@ -27,15 +27,21 @@ from braintumor.errors import ScanError
 from braintumor.inference.bundle import DEFAULT_MODEL_DIR, read_card, verified_file
 from braintumor.training.run import TrainConfig, train
 
-CANDIDATES = 10 ** 8  # every 8-digit hospital record number
+CANDIDATES = 10**8  # every 8-digit hospital record number
 CPU_WEEK_S = 7 * 24 * 3600  # 604 800 s
 DEV_GROUPS = 171 + 305  # the distinct groups of ../shared/data/dev: patients + no-tumor images without a patient
 DEV_BUDGET_S = 6.0
 
 
 def _record(i: int, patient: str = "") -> Record:
-    return Record(id=f"img{i}", image=Path(f"images/img{i}.png"), mask=None,
-                  label="glioma" if patient else "notumor", patient_id=patient or None, spacing_mm=None)
+    return Record(
+        id=f"img{i}",
+        image=Path(f"images/img{i}.png"),
+        mask=None,
+        label="glioma" if patient else "notumor",
+        patient_id=patient or None,
+        spacing_mm=None,
+    )
 
 
 def _dev_like_records() -> list[Record]:
@@ -59,10 +65,12 @@ def test_one_key_costs_a_cpu_week_over_all_record_numbers_and_dev_stays_cheap():
     started = time.perf_counter()
     keys = group_keys(records, params)
     dev_s = time.perf_counter() - started
-    print(f"\nscrypt n={params.n} r={params.r} p={params.p} dklen={params.dklen}: per key {per_key * 1e3:.2f} ms "
-          f"(fastest {min(times) * 1e3:.2f} ms, median {statistics.median(times) * 1e3:.2f} ms, "
-          f"CPU {cpu_per_key * 1e3:.2f} ms); 10^8 ids = {brute_force_s:,.0f} CPU-s "
-          f"({brute_force_s / CPU_WEEK_S:.2f} CPU-weeks); {len(keys)} groups in {dev_s:.2f} s")
+    print(
+        f"\nscrypt n={params.n} r={params.r} p={params.p} dklen={params.dklen}: per key {per_key * 1e3:.2f} ms "
+        f"(fastest {min(times) * 1e3:.2f} ms, median {statistics.median(times) * 1e3:.2f} ms, "
+        f"CPU {cpu_per_key * 1e3:.2f} ms); 10^8 ids = {brute_force_s:,.0f} CPU-s "
+        f"({brute_force_s / CPU_WEEK_S:.2f} CPU-weeks); {len(keys)} groups in {dev_s:.2f} s"
+    )
     assert len(keys) == DEV_GROUPS and len(set(keys.values())) == DEV_GROUPS
     assert brute_force_s >= CPU_WEEK_S
     # budget ≤ 6 s; twice that tolerated on a loaded machine (the project machine shares 2 cores with training)
@@ -84,7 +92,13 @@ def test_two_models_get_different_salts_and_keys():
     a, b = key_block(records), key_block(records)
     assert a["salt"] != b["salt"] and len(bytes.fromhex(a["salt"])) == 16
     assert not set(a["keys"]) & set(b["keys"])
-    assert {k: a[k] for k in ("kdf", "n", "r", "p", "dklen")} == {"kdf": "scrypt", "n": 4096, "r": 8, "p": 1, "dklen": 16}
+    assert {k: a[k] for k in ("kdf", "n", "r", "p", "dklen")} == {
+        "kdf": "scrypt",
+        "n": 4096,
+        "r": 8,
+        "p": 1,
+        "dklen": 16,
+    }
 
 
 def test_every_key_block_is_consulted():
@@ -127,8 +141,11 @@ def test_evaluate_and_init_refuse_an_old_style_card(tiny_data, tiny_model, tmp_p
     assert "unsalted SHA-256 keys" in err and "re-create the card" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
     with pytest.raises(ValueError, match="unsalted SHA-256 keys"):
-        train(TrainConfig(data=tiny_data, out=tmp_path / "ft", size=32, epochs=1, batch_size=4, folds=4,
-                          progress=False, init=old))
+        train(
+            TrainConfig(
+                data=tiny_data, out=tmp_path / "ft", size=32, epochs=1, batch_size=4, folds=4, progress=False, init=old
+            )
+        )
 
 
 def test_a_card_never_holds_raw_ids(tiny_data, tiny_model):

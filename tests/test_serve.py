@@ -45,13 +45,19 @@ def client(analyzer):
 
 def blob(side: int = 128) -> np.ndarray:
     image = np.zeros((side, side), np.uint8)
-    image[side // 4:side * 3 // 4, side // 4:side * 3 // 4] = 120
+    image[side // 4 : side * 3 // 4, side // 4 : side * 3 // 4] = 120
     return image
 
 
 def multipart(payload: bytes, name: str = "s.png") -> tuple[bytes, dict[str, str]]:
-    body = (f'--x\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\nContent-Type: '
-            "application/octet-stream\r\n\r\n").encode() + payload + b"\r\n--x--\r\n"
+    body = (
+        (
+            f'--x\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\nContent-Type: '
+            "application/octet-stream\r\n\r\n"
+        ).encode()
+        + payload
+        + b"\r\n--x--\r\n"
+    )
     return body, {"content-type": "multipart/form-data; boundary=x"}
 
 
@@ -60,8 +66,9 @@ def test_png_gives_the_cli_json_object(client, analyzer, tmp_path, capsys):
 
     path = tmp_path / "a.png"
     path.write_bytes(png_bytes(blob()))
-    response = client.post("/analyze", files={"file": ("a.png", path.read_bytes(), "image/png")},
-                           data={"spacing_mm": "0.5"})
+    response = client.post(
+        "/analyze", files={"file": ("a.png", path.read_bytes(), "image/png")}, data={"spacing_mm": "0.5"}
+    )
     assert response.status_code == 200, response.text
     row = response.json()
     assert row == json.loads(json.dumps(analyzer.analyze(path, spacing_mm=0.5, name="a.png").row()))
@@ -119,10 +126,20 @@ def test_a_stream_without_content_length_is_cut_off_while_reading(analyzer):
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": "/analyze", "raw_path": b"/analyze", "root_path": "", "query_string": b"",
-             "headers": [(b"content-type", b"multipart/form-data; boundary=x"), (b"transfer-encoding", b"chunked")],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/analyze",
+        "raw_path": b"/analyze",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=x"), (b"transfer-encoding", b"chunked")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
     asyncio.run(create_app(analyzer, max_upload_bytes=limit)(scope, receive, send))
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
     assert len(pulled) <= limit // len(chunk) + 2
@@ -179,8 +196,13 @@ def test_serve_command_warns_off_public_hosts(monkeypatch, capsys, analyzer, hos
     assert run(argparse.Namespace(host=host, port=8123, model=None, max_concurrent=None)) == 0
     err = capsys.readouterr().err
     assert served == [(host, 8123)]
-    assert err.startswith(f"braintumor serve: warning: --host {host} is not a loopback address. The API has no "
-                          "authentication") if warned else err == ""
+    assert (
+        err.startswith(
+            f"braintumor serve: warning: --host {host} is not a loopback address. The API has no authentication"
+        )
+        if warned
+        else err == ""
+    )
 
 
 CLIENTS, REQUESTS = 8, 25
@@ -218,8 +240,11 @@ def test_real_server_under_load(tmp_path):
     expected = {p.name: reference.analyze(p).label for p in slices}
     port, log = free_port(), tmp_path / "serve.log"
     with open(log, "wb") as out:  # a file, not a pipe: a full pipe would stall the server
-        proc = subprocess.Popen([sys.executable, "-m", "braintumor.cli", "serve", "--port", str(port),
-                                 "--max-concurrent", str(CLIENTS)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "braintumor.cli", "serve", "--port", str(port), "--max-concurrent", str(CLIENTS)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
@@ -252,13 +277,16 @@ def test_real_server_under_load(tmp_path):
         code = proc.wait(timeout=30)
     latency_ms = np.array([a[3] for a in answers]) * 1000
     p50, p95, p99 = np.percentile(latency_ms, [50, 95, 99])
-    figures = (f"{len(answers)} requests from {CLIENTS} clients over {len(slices)} slices: {len(answers) / wall:.1f} "
-               f"req/s, latency p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms")
+    figures = (
+        f"{len(answers)} requests from {CLIENTS} clients over {len(slices)} slices: {len(answers) / wall:.1f} "
+        f"req/s, latency p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
+    )
     print(figures)
     errors = [a for a in answers if a[1] != 200]
     wrong = [a for a in answers if a[1] == 200 and a[2] != expected[a[0]]]
-    assert len(answers) == CLIENTS * REQUESTS and not errors and not wrong, f"{figures}; errors {errors[:5]}, " \
-                                                                            f"labels unlike the CLI's {wrong[:5]}"
+    assert len(answers) == CLIENTS * REQUESTS and not errors and not wrong, (
+        f"{figures}; errors {errors[:5]}, labels unlike the CLI's {wrong[:5]}"
+    )
     text = log.read_text()
     # uvicorn finishes the requests in flight, then re-raises SIGTERM so a supervisor sees how the server ended
     assert code in (0, -signal.SIGTERM) and "Finished server process" in text, text[-2000:]

@@ -114,12 +114,30 @@ def test_training_transform_keeps_range_and_mask():
 
 def test_shift_table_command(tiny_data, tiny_model, tmp_path):
     out = tmp_path / "shifts"
-    assert main(["shifts", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(out),
-                 "--shift", "skull_stripped", "--shift", "rotate_90"]) == 0
+    assert (
+        main(
+            [
+                "shifts",
+                "--data",
+                str(tiny_data),
+                "--model",
+                str(tiny_model),
+                "--out",
+                str(out),
+                "--shift",
+                "skull_stripped",
+                "--shift",
+                "rotate_90",
+            ]
+        )
+        == 0
+    )
     rows = csv_rows(out / "shifts.csv")
     assert [r["shift"] for r in rows] == ["none", "skull_stripped", "rotate_90"]
     assert all(0 <= float(r["notumor_silent"]) <= 1 and int(r["n"]) > 0 for r in rows)
     assert "| none |" in (out / "shifts.md").read_text()
-    assert main(["shifts", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(out),
-                 "--shift", "nonsense"]) == 2
+    assert (
+        main(["shifts", "--data", str(tiny_data), "--model", str(tiny_model), "--out", str(out), "--shift", "nonsense"])
+        == 2
+    )
     assert set(SHIFTS) >= {"skull_stripped", "skull_stripped_zscored", "16bit", "zoom_in_1.4", "rotate_90"}

@@ -18,7 +18,12 @@ from conftest import csv_rows
 
 def test_run_folder_is_complete(tiny_model):
     card = json.loads((tiny_model / "card.json").read_text())
-    assert card["architecture"] == "multitask_unet" and card["classes"] == ["glioma", "meningioma", "pituitary", "notumor"]
+    assert card["architecture"] == "multitask_unet" and card["classes"] == [
+        "glioma",
+        "meningioma",
+        "pituitary",
+        "notumor",
+    ]
     assert card["input"]["size"] == 32 and "intended_use" in card and "torch" in card["software"]
     assert card["training"]["split_recipe"] == {"folds": 4, "seed": 0, "val_fold": 0}
     assert {"val_acc", "val_dice_mean", "val_tumor_type_acc"} <= set(card["validation"])
@@ -49,15 +54,29 @@ def test_same_seed_same_weights_and_resume(tiny_data, tmp_path):
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
     ka, kb = (json.loads((m / "card.json").read_text())["training"]["patient_keys"] for m in (a, b))
     assert ka["salt"] != kb["salt"] and not set(ka["keys"]) & set(kb["keys"])  # same patients, unlinkable keys
-    train(TrainConfig(data=tiny_data, out=tmp_path / "a", size=32, epochs=2, batch_size=4, folds=4, progress=False,
-                      resume=True))
+    train(
+        TrainConfig(
+            data=tiny_data, out=tmp_path / "a", size=32, epochs=2, batch_size=4, folds=4, progress=False, resume=True
+        )
+    )
     epochs = {r["epoch"] for r in csv_rows(tmp_path / "a" / "logs" / "metrics.csv")}
     assert epochs == {"0", "1"}  # the epoch before the resume is kept in the log
 
 
 def test_init_fine_tunes_at_another_size_and_guards_validation(tiny_model, tiny_data, tmp_path):
-    out = train(TrainConfig(data=tiny_data, out=tmp_path / "ft", size=48, epochs=1, batch_size=4, folds=4, lr=0.0,
-                            progress=False, init=tiny_model))
+    out = train(
+        TrainConfig(
+            data=tiny_data,
+            out=tmp_path / "ft",
+            size=48,
+            epochs=1,
+            batch_size=4,
+            folds=4,
+            lr=0.0,
+            progress=False,
+            init=tiny_model,
+        )
+    )
     start, card = json.loads((tiny_model / "card.json").read_text()), json.loads((out / "card.json").read_text())
     assert card["input"]["size"] == 48 and "--init" in card["training"]["command"]
     assert card["training"]["initialised_from"]["weights_sha256"] == start["files"]["model.safetensors"]["sha256"]
@@ -69,23 +88,47 @@ def test_init_fine_tunes_at_another_size_and_guards_validation(tiny_model, tiny_
     learned = [k for k in before if "running" not in k and "num_batches" not in k]  # BatchNorm statistics still move
     assert all(np.allclose(before[k], after[k]) for k in learned)  # lr 0: the weights are the start weights
     with pytest.raises(ValueError, match=r"trained on .* of this run's validation fold"):
-        train(TrainConfig(data=tiny_data, out=tmp_path / "leak", size=32, epochs=1, batch_size=4, folds=4, val_fold=1,
-                          progress=False, init=tiny_model))
+        train(
+            TrainConfig(
+                data=tiny_data,
+                out=tmp_path / "leak",
+                size=32,
+                epochs=1,
+                batch_size=4,
+                folds=4,
+                val_fold=1,
+                progress=False,
+                init=tiny_model,
+            )
+        )
 
 
 def test_init_default_is_the_shipped_model(tiny_data, tmp_path):
     from braintumor.inference.bundle import DEFAULT_MODEL_DIR
 
-    out = train(TrainConfig(data=tiny_data, out=tmp_path / "d", size=32, epochs=1, batch_size=4, folds=4,
-                            progress=False, init="default"))
+    out = train(
+        TrainConfig(
+            data=tiny_data, out=tmp_path / "d", size=32, epochs=1, batch_size=4, folds=4, progress=False, init="default"
+        )
+    )
     shipped = json.loads((DEFAULT_MODEL_DIR / "card.json").read_text())["files"]["model.safetensors"]["sha256"]
     assert json.loads((out / "card.json").read_text())["training"]["initialised_from"]["weights_sha256"] == shipped
 
 
 @pytest.mark.parametrize("arch", ["seed_unet", "inception_v3"])
 def test_reference_architectures_train(tiny_data, tmp_path, arch):
-    out = train(TrainConfig(data=tiny_data, out=tmp_path / arch, arch=arch, size=32 if arch == "seed_unet" else 75,
-                            epochs=1, batch_size=4, folds=4, progress=False))
+    out = train(
+        TrainConfig(
+            data=tiny_data,
+            out=tmp_path / arch,
+            arch=arch,
+            size=32 if arch == "seed_unet" else 75,
+            epochs=1,
+            batch_size=4,
+            folds=4,
+            progress=False,
+        )
+    )
     card = json.loads((out / "card.json").read_text())
     assert card["architecture"] == arch and "model.safetensors" in card["files"]
 
@@ -103,10 +146,35 @@ def test_failures_are_clear(tmp_path, capsys):
 @pytest.mark.slow
 def test_ddp_with_two_cpu_processes(tiny_data, tmp_path):
     out = tmp_path / "ddp"
-    done = subprocess.run([sys.executable, "-m", "braintumor.cli", "train", "--data", str(tiny_data), "--out", str(out),
-                           "--size", "32", "--epochs", "1", "--batch-size", "4", "--folds", "4",
-                           "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "braintumor.cli",
+            "train",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(out),
+            "--size",
+            "32",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--folds",
+            "4",
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "world_size=2" in done.stderr or "distributed_backend=gloo" in done.stderr
     assert json.loads((out / "card.json").read_text())["files"]["model.safetensors"]["sha256"]

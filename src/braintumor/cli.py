@@ -14,8 +14,11 @@ from braintumor.errors import ScanError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="braintumor", description="Brain MRI slice analysis: tumor type, outline, "
-                                "area in cm². Research and education only; not a medical device.")
+    p = argparse.ArgumentParser(
+        prog="braintumor",
+        description="Brain MRI slice analysis: tumor type, outline, "
+        "area in cm². Research and education only; not a medical device.",
+    )
     p.add_argument("--version", action="version", version=f"braintumor {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -26,8 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
     a.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     a.add_argument("--batch-size", type=int, default=8)
-    a.add_argument("--overlay-format", choices=["png", "jpeg", "none"], default="png",
-                   help="overlays/ as lossless PNG (default), JPEG (≈15× cheaper to write) or not at all")
+    a.add_argument(
+        "--overlay-format",
+        choices=["png", "jpeg", "none"],
+        default="png",
+        help="overlays/ as lossless PNG (default), JPEG (≈15× cheaper to write) or not at all",
+    )
     a.add_argument("--resume", action="store_true", help="skip the files already in OUT/results.csv and append")
 
     i = sub.add_parser("inspect", help="read one scan and print its size, spacing and where it came from")
@@ -45,8 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--val-fold", type=int, default=0)
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
 
-    v = sub.add_parser("cv", help="patient-level k-fold cross-validation: one model per fold, each evaluated on "
-                                  "its unseen fold → cv.csv, cv.md, pooled/ (resumable fold by fold)")
+    v = sub.add_parser(
+        "cv",
+        help="patient-level k-fold cross-validation: one model per fold, each evaluated on "
+        "its unseen fold → cv.csv, cv.md, pooled/ (resumable fold by fold)",
+    )
     _train_options(v)
     v.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (by patient)")
 
@@ -54,18 +64,28 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data", type=Path, required=True)
     e.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
     e.add_argument("--out", type=Path, required=True)
-    e.add_argument("--split", choices=["unseen", "all"], default="unseen",
-                   help="'unseen' (default): only rows of patients the model was not trained on; "
-                        "'all': every row, refused if any belongs to a training patient")
+    e.add_argument(
+        "--split",
+        choices=["unseen", "all"],
+        default="unseen",
+        help="'unseen' (default): only rows of patients the model was not trained on; "
+        "'all': every row, refused if any belongs to a training patient",
+    )
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (by patient)")
 
-    c = sub.add_parser("calibrate", help="fit a model folder's temperature and out-of-distribution threshold on the "
-                                         "patients it did not train on (needs the 'train' extra for old folders)")
+    c = sub.add_parser(
+        "calibrate",
+        help="fit a model folder's temperature and out-of-distribution threshold on the "
+        "patients it did not train on (needs the 'train' extra for old folders)",
+    )
     c.add_argument("--data", type=Path, required=True, help="the model's training dataset (its unseen fold is used)")
     c.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
 
-    h = sub.add_parser("shifts", help="score a model's unseen tumor slices under acquisition shifts (skull stripping, "
-                                      "z-score, 16-bit, zoom, rotation, bias, noise) → shifts.csv, shifts.md")
+    h = sub.add_parser(
+        "shifts",
+        help="score a model's unseen tumor slices under acquisition shifts (skull stripping, "
+        "z-score, 16-bit, zoom, rotation, bias, noise) → shifts.csv, shifts.md",
+    )
     h.add_argument("--data", type=Path, required=True)
     h.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
     h.add_argument("--out", type=Path, required=True)
@@ -76,26 +96,37 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.add_argument("--images", type=int, default=20, help="images to time one at a time")
     b.add_argument("--end-to-end-images", type=int, default=150, help="images for the whole-command timing")
-    b.add_argument("--images-dir", type=Path, help="folder of slices to time (default: ../shared/data/dev-512 beside "
-                   "the checkout, else synthetic 512×512 slices)")
+    b.add_argument(
+        "--images-dir",
+        type=Path,
+        help="folder of slices to time (default: ../shared/data/dev-512 beside "
+        "the checkout, else synthetic 512×512 slices)",
+    )
     b.add_argument("--model", type=Path)
 
     m = sub.add_parser("montage", help="tile a gallery from evaluate (OUT/gallery) into one small PNG for a README")
     m.add_argument("gallery", type=Path, help="the gallery folder evaluate wrote")
     m.add_argument("--out", type=Path, required=True, help="the PNG to write (at most 300 KB)")
 
-    w = sub.add_parser("app", help="start the Streamlit web page (no authentication or TLS: keep it on loopback "
-                                   "or behind a reverse proxy that adds them)")
+    w = sub.add_parser(
+        "app",
+        help="start the Streamlit web page (no authentication or TLS: keep it on loopback "
+        "or behind a reverse proxy that adds them)",
+    )
     w.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     w.add_argument("--port", type=int, default=8501)
 
-    r = sub.add_parser("serve", help="start the HTTP API (POST /analyze, docs at /docs; no authentication or TLS: "
-                                     "keep it on loopback or behind a reverse proxy that adds them)")
+    r = sub.add_parser(
+        "serve",
+        help="start the HTTP API (POST /analyze, docs at /docs; no authentication or TLS: "
+        "keep it on loopback or behind a reverse proxy that adds them)",
+    )
     r.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     r.add_argument("--port", type=int, default=8000)
     r.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
-    r.add_argument("--max-concurrent", type=int, help="analyses at once; more get 503 + Retry-After "
-                                                      "(default: 2 per CPU core)")
+    r.add_argument(
+        "--max-concurrent", type=int, help="analyses at once; more get 503 + Retry-After (default: 2 per CPU core)"
+    )
     return p
 
 
@@ -118,8 +149,12 @@ def _train_options(t: argparse.ArgumentParser) -> None:
     t.add_argument("--precision", help="bf16-mixed (default), 16-mixed, 32")
     t.add_argument("--limit-per-class", type=int, help="train on a small sample (smoke test)")
     t.add_argument("--pretrained", action="store_true", help="ImageNet weights (inception_v3; needs timm + download)")
-    t.add_argument("--init", type=Path, help="start from this model folder's weights ('default': the shipped model), "
-                                             "e.g. to fine-tune on your data or at a larger --size")
+    t.add_argument(
+        "--init",
+        type=Path,
+        help="start from this model folder's weights ('default': the shipped model), "
+        "e.g. to fine-tune on your data or at a larger --size",
+    )
     t.add_argument("--workers", type=int, default=0, help="data loader processes")
 
 
@@ -155,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"braintumor {args.command}: error: {err}", file=sys.stderr)
         return 2
     except ImportError as err:
-        print(f"braintumor {args.command}: error: {err.name or err} is not installed; "
-              f"pip install 'braintumor[all]'", file=sys.stderr)
+        print(
+            f"braintumor {args.command}: error: {err.name or err} is not installed; pip install 'braintumor[all]'",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

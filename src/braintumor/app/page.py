@@ -63,8 +63,9 @@ def _torch_available() -> bool:
 def show(view: View, key: str, show_cam: bool) -> None:
     """One analysed slice: pictures, type, area, probabilities, the expert comparison, warnings, downloads."""
     r = view.result
-    source = "" if r.spacing_mm is None else \
-        f" · spacing {r.spacing_mm[0]:g} × {r.spacing_mm[1]:g} mm ({r.spacing_source})"
+    source = (
+        "" if r.spacing_mm is None else f" · spacing {r.spacing_mm[0]:g} × {r.spacing_mm[1]:g} mm ({r.spacing_source})"
+    )
     st.caption(f"{view.scan.shape[1]}×{view.scan.shape[0]} px{source}")
     left, right = st.columns(2)
     left.image(view.original, caption="original", width="stretch")
@@ -80,10 +81,20 @@ def show(view: View, key: str, show_cam: bool) -> None:
     c3.bar_chart(probabilities_table(r), x="class", y="probability", height=180)
     if view.comparison:
         e1, e2, _ = st.columns(3)
-        e1.metric("Dice with the expert mask", f"{view.comparison.dice:.3f}", "1 = the same outline",
-                  delta_color="off", delta_arrow="off")
-        e2.metric("Expert area", view.comparison.expert_text(), view.comparison.difference_text(), delta_color="off",
-                  delta_arrow="off")
+        e1.metric(
+            "Dice with the expert mask",
+            f"{view.comparison.dice:.3f}",
+            "1 = the same outline",
+            delta_color="off",
+            delta_arrow="off",
+        )
+        e2.metric(
+            "Expert area",
+            view.comparison.expert_text(),
+            view.comparison.difference_text(),
+            delta_color="off",
+            delta_arrow="off",
+        )
     if view.comparison_error:
         st.error(f"Expert mask: {view.comparison_error}")
     for warning in r.warnings:
@@ -102,19 +113,37 @@ st.info(INTENDED_USE)
 
 with st.sidebar:
     st.header("Pixel spacing")
-    spacing = st.number_input("Spacing for files without one (mm per pixel; 0 = unknown)", min_value=0.0,
-                              max_value=10.0, value=0.0, step=0.01, format="%.3f", key="spacing")
+    spacing = st.number_input(
+        "Spacing for files without one (mm per pixel; 0 = unknown)",
+        min_value=0.0,
+        max_value=10.0,
+        value=0.0,
+        step=0.01,
+        format="%.3f",
+        key="spacing",
+    )
     st.caption(SPACING_HINT)
-    show_cam = st.toggle("Show Grad-CAM explanation", value=False, disabled=not _torch_available(),
-                         help="Where the classifier looked (needs the 'train' extra: torch + MONAI)")
+    show_cam = st.toggle(
+        "Show Grad-CAM explanation",
+        value=False,
+        disabled=not _torch_available(),
+        help="Where the classifier looked (needs the 'train' extra: torch + MONAI)",
+    )
 
 shipped = examples()
-choice = st.selectbox("Try an example (no upload needed)", list(shipped), index=None, placeholder="pick a tumor type",
-                      key="example")
-st.caption("Examples: T1 contrast-enhanced slices and their expert masks from the "
-           + "; ".join(sorted({e.source for e in shipped.values()})))
-uploads = st.file_uploader(f"MRI slices: PNG, JPEG, TIFF, DICOM, NIfTI, Figshare .mat (up to {MAX_UPLOAD_MB} MB each)",
-                           accept_multiple_files=True, max_upload_size=MAX_UPLOAD_MB, key="uploads")
+choice = st.selectbox(
+    "Try an example (no upload needed)", list(shipped), index=None, placeholder="pick a tumor type", key="example"
+)
+st.caption(
+    "Examples: T1 contrast-enhanced slices and their expert masks from the "
+    + "; ".join(sorted({e.source for e in shipped.values()}))
+)
+uploads = st.file_uploader(
+    f"MRI slices: PNG, JPEG, TIFF, DICOM, NIfTI, Figshare .mat (up to {MAX_UPLOAD_MB} MB each)",
+    accept_multiple_files=True,
+    max_upload_size=MAX_UPLOAD_MB,
+    key="uploads",
+)
 model = analyzer()
 if choice:
     st.divider()
@@ -136,8 +165,11 @@ for upload in uploads or []:
         continue
     if view.scan.n_slices > 1:
         st.slider("Slice", 0, view.scan.n_slices - 1, value=view.scan.slice_index, key=f"slice-{key}")
-    truth = st.file_uploader("Expert mask of this slice (optional; same size, nonzero = tumor): shows the Dice and "
-                             "the area difference", max_upload_size=MAX_UPLOAD_MB, key=f"truth-{key}")
+    truth = st.file_uploader(
+        "Expert mask of this slice (optional; same size, nonzero = tumor): shows the Dice and the area difference",
+        max_upload_size=MAX_UPLOAD_MB,
+        key=f"truth-{key}",
+    )
     if truth is not None and truth.size > MAX_UPLOAD_MB * 1024 * 1024:
         view.comparison_error = f"larger than {MAX_UPLOAD_MB} MB: not read"
     elif truth is not None:

@@ -28,12 +28,20 @@ MAX_UPLOAD_MB = 64
 # Streamlit settings for a page that strangers use: no telemetry, no error details or developer menu in the
 # browser, a small upload limit.  ``braintumor app`` passes them as flags and page.py sets them again at run
 # time, so a page started with a plain ``streamlit run`` gets them too.
-STREAMLIT_OPTIONS: dict[str, object] = {"server.maxUploadSize": MAX_UPLOAD_MB, "browser.gatherUsageStats": False,
-                                        "client.showErrorDetails": "none", "client.toolbarMode": "viewer"}
-INTENDED_USE = ("**Research and education only — not a medical device.** Results are not a diagnosis; the model "
-                "was trained on one public dataset of 8-bit T1 contrast-enhanced slices and can be wrong.")
-SPACING_HINT = ("PNG and JPEG files carry no pixel size. Figshare brain tumor slices: 0.49 mm at 512×512 "
-                "(0.98 mm when downsampled to 256×256).")
+STREAMLIT_OPTIONS: dict[str, object] = {
+    "server.maxUploadSize": MAX_UPLOAD_MB,
+    "browser.gatherUsageStats": False,
+    "client.showErrorDetails": "none",
+    "client.toolbarMode": "viewer",
+}
+INTENDED_USE = (
+    "**Research and education only — not a medical device.** Results are not a diagnosis; the model "
+    "was trained on one public dataset of 8-bit T1 contrast-enhanced slices and can be wrong."
+)
+SPACING_HINT = (
+    "PNG and JPEG files carry no pixel size. Figshare brain tumor slices: 0.49 mm at 512×512 "
+    "(0.98 mm when downsampled to 256×256)."
+)
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 # Okabe–Ito blue and orange: a pair that stays distinct with every common colour-vision deficiency
 EXPERT_RGB, PREDICTED_RGB = (0, 114, 178), (230, 159, 0)
@@ -54,8 +62,12 @@ class Example:
 def examples() -> dict[str, Example]:
     """The example slices by tumor type, as listed in ``assets/examples/examples.json``."""
     listed = json.loads((EXAMPLES_DIR / "examples.json").read_text())["examples"]
-    return {e["label"]: Example(e["label"], EXAMPLES_DIR / e["file"], EXAMPLES_DIR / e["mask"], float(e["spacing_mm"]),
-                                e["source"]) for e in listed}
+    return {
+        e["label"]: Example(
+            e["label"], EXAMPLES_DIR / e["file"], EXAMPLES_DIR / e["mask"], float(e["spacing_mm"]), e["source"]
+        )
+        for e in listed
+    }
 
 
 @dataclass(frozen=True)
@@ -71,8 +83,11 @@ class Comparison:
         return "needs pixel spacing" if self.expert_cm2 is None else f"{self.expert_cm2:.2f} cm²"
 
     def difference_text(self) -> str:
-        return f"{int(self.expert.sum())} px" if self.difference_cm2 is None else \
-            f"{self.difference_cm2:+.2f} cm² predicted − expert"
+        return (
+            f"{int(self.expert.sum())} px"
+            if self.difference_cm2 is None
+            else f"{self.difference_cm2:+.2f} cm² predicted − expert"
+        )
 
 
 def compare(result: Result, data: bytes, name: str) -> Comparison:
@@ -81,11 +96,18 @@ def compare(result: Result, data: bytes, name: str) -> Comparison:
     index = result.scan.slice_index if result.scan.n_slices > 1 else None
     expert = load_scan(data, name=name, slice_index=index).pixels > 0
     if expert.shape != result.mask.shape:
-        raise ScanError(name, f"mask is {expert.shape[1]}×{expert.shape[0]} px but the scan is "
-                              f"{result.mask.shape[1]}×{result.mask.shape[0]} px")
+        raise ScanError(
+            name,
+            f"mask is {expert.shape[1]}×{expert.shape[0]} px but the scan is "
+            f"{result.mask.shape[1]}×{result.mask.shape[0]} px",
+        )
     expert_cm2 = None if result.spacing_mm is None else area_cm2(int(expert.sum()), result.spacing_mm)
-    return Comparison(dice=dice(result.mask, expert), expert=expert, expert_cm2=expert_cm2,
-                      difference_cm2=None if expert_cm2 is None else result.area_cm2 - expert_cm2)
+    return Comparison(
+        dice=dice(result.mask, expert),
+        expert=expert,
+        expert_cm2=expert_cm2,
+        difference_cm2=None if expert_cm2 is None else result.area_cm2 - expert_cm2,
+    )
 
 
 def outlines(pixels: np.ndarray, predicted: np.ndarray, expert: np.ndarray) -> Image.Image:
@@ -136,8 +158,9 @@ class View:
         return "needs pixel spacing" if r.area_cm2 is None else f"{r.area_cm2:.2f} cm²"
 
 
-def analyze_upload(analyzer: Analyzer, data: bytes, name: str, spacing_mm: float | None,
-                   slice_index: int | None = None) -> View:
+def analyze_upload(
+    analyzer: Analyzer, data: bytes, name: str, spacing_mm: float | None, slice_index: int | None = None
+) -> View:
     """Read and analyse one upload; any problem becomes ``View.error`` (the page keeps working)."""
     try:
         scan = load_scan(data, name=name, slice_index=slice_index)
@@ -176,8 +199,9 @@ def results_csv(views: list[View]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
     for v in views:
-        row = v.result.row() if v.result else {**dict.fromkeys(COLUMNS), "file": v.name, "warnings": [],
-                                               "error": v.error}
+        row = (
+            v.result.row() if v.result else {**dict.fromkeys(COLUMNS), "file": v.name, "warnings": [], "error": v.error}
+        )
         writer.writerow(csv_row(row))
     return buffer.getvalue()
 

@@ -13,8 +13,19 @@ from tqdm import tqdm
 from braintumor import CLASSES
 from braintumor.imageio.registry import SUPPORTED_SUFFIXES, suffix_of
 
-COLUMNS = ["file", "label", "confidence", *[f"p_{c}" for c in CLASSES], "tumor_pixels", "area_cm2",
-           "spacing_mm", "spacing_source", "ood_score", "warnings", "error"]
+COLUMNS = [
+    "file",
+    "label",
+    "confidence",
+    *[f"p_{c}" for c in CLASSES],
+    "tumor_pixels",
+    "area_cm2",
+    "spacing_mm",
+    "spacing_source",
+    "ood_score",
+    "warnings",
+    "error",
+]
 
 
 def expand(inputs: list[Path]) -> list[Path]:
@@ -40,9 +51,14 @@ def csv_row(row: dict) -> dict:
 def text_line(result) -> str:
     if result.error:
         return f"{result.file}: ERROR {result.error}"
-    area = "area unknown (no pixel spacing)" if result.area_cm2 is None else (
-        f"area {result.area_cm2:.2f} cm² ({result.tumor_pixels} px at {result.spacing_mm[0]:g}×"
-        f"{result.spacing_mm[1]:g} mm, {result.spacing_source})")
+    area = (
+        "area unknown (no pixel spacing)"
+        if result.area_cm2 is None
+        else (
+            f"area {result.area_cm2:.2f} cm² ({result.tumor_pixels} px at {result.spacing_mm[0]:g}×"
+            f"{result.spacing_mm[1]:g} mm, {result.spacing_source})"
+        )
+    )
     warn = f"  [{'; '.join(result.warnings)}]" if result.warnings else ""
     return f"{result.file}: {result.label} ({result.confidence:.1%}), {area}{warn}"
 
@@ -122,14 +138,16 @@ class Outputs:
         if fmt == "DICOM":
             from braintumor.imageio.dicom_seg import write_dicom_seg
 
-            warning = write_dicom_seg(source, result.mask, result.scan.slice_index, description,
-                                      self.out / "seg" / f"{stem}.dcm")
+            warning = write_dicom_seg(
+                source, result.mask, result.scan.slice_index, description, self.out / "seg" / f"{stem}.dcm"
+            )
             return [warning] if warning else []
         if fmt == "NIfTI":
             from braintumor.imageio.nifti_mask import write_nifti_mask
 
-            write_nifti_mask(source, result.mask, result.scan.slice_index, description,
-                             self.out / "masks" / f"{stem}.nii.gz")
+            write_nifti_mask(
+                source, result.mask, result.scan.slice_index, description, self.out / "masks" / f"{stem}.nii.gz"
+            )
         return []
 
     def _flush(self, block: bool = False) -> None:
@@ -182,8 +200,10 @@ def run(args) -> int:
         if outputs:
             outputs.close()
     if done:
-        print(f"resumed: {len(done & set(stems))} files already in {args.out / 'results.csv'} were skipped",
-              file=sys.stderr)
+        print(
+            f"resumed: {len(done & set(stems))} files already in {args.out / 'results.csv'} were skipped",
+            file=sys.stderr,
+        )
     if todo and failed == len(todo):
         return 2
     return 1 if failed else 0

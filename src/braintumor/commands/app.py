@@ -14,8 +14,14 @@ PAGE = Path(__file__).resolve().parent.parent / "app" / "page.py"
 
 
 def command(host: str, port: int) -> list[str]:
-    flags = {"server.address": host, "server.port": port, "server.headless": True, "server.fileWatcherType": "none",
-             "global.developmentMode": False, **STREAMLIT_OPTIONS}
+    flags = {
+        "server.address": host,
+        "server.port": port,
+        "server.headless": True,
+        "server.fileWatcherType": "none",
+        "global.developmentMode": False,
+        **STREAMLIT_OPTIONS,
+    }
     args = [sys.executable, "-m", "streamlit", "run", str(PAGE)]
     for key, value in flags.items():
         args += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]

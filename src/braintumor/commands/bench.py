@@ -101,18 +101,23 @@ def _cold_start(image: Path, model: Path | None) -> float:
     return statistics.median(times)
 
 
-def _end_to_end(images: list[Path], model: Path | None, out: Path, json_only: bool, runs: int = 3) -> tuple[float, float]:
+def _end_to_end(
+    images: list[Path], model: Path | None, out: Path, json_only: bool, runs: int = 3
+) -> tuple[float, float]:
     """Median ms per image of a whole ``braintumor analyze`` process over ``images`` (start-up included) and its
     peak RSS (MB): with ``--out`` (masks, overlays, CSV written) or with ``--json`` only."""
-    code = ("import resource, sys\nfrom braintumor.cli import main\nrc = main(sys.argv[1:])\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)\nsys.exit(rc)")
+    code = (
+        "import resource, sys\nfrom braintumor.cli import main\nrc = main(sys.argv[1:])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)\nsys.exit(rc)"
+    )
     args = [str(p) for p in images] + ["--spacing-mm", "0.49"] + (["--model", str(model)] if model else [])
     args += ["--json"] if json_only else ["--out", str(out)]
     times, peaks = [], []
     for _ in range(runs):
         t = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", code, "analyze", *args], capture_output=True, text=True,
-                              timeout=600, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", code, "analyze", *args], capture_output=True, text=True, timeout=600, check=True
+        )
         times.append(time.perf_counter() - t)
         peaks.append(float(done.stderr.strip().splitlines()[-1]))
     return 1000 * statistics.median(times) / len(images), max(peaks)
@@ -130,7 +135,7 @@ def run(args) -> int:
         scans = [load_scan(p) for p in images]
         t = time.perf_counter()
         for i in range(0, len(scans), 8):
-            analyzer.analyze_scans(scans[i:i + 8], spacing_mm=0.49)
+            analyzer.analyze_scans(scans[i : i + 8], spacing_mm=0.49)
         batch_ips = len(scans) / (time.perf_counter() - t)
         rss = _rss_mb()  # before torch is imported: the default pipeline's own peak
         reference = _reference_pipeline()
@@ -139,24 +144,34 @@ def run(args) -> int:
     out = {
         "images": len(images),
         "image_source": "synthetic 512×512" if images[0].name.startswith("synthetic") else str(images[0].parent),
-        "input_size": analyzer.size, "ms_per_image": round(ms, 2), "ms_per_image_reference": round(ms_ref, 2),
-        "speedup": round(ms_ref / ms, 2), "images_per_s_batch": round(batch_ips, 1), "peak_rss_mb": round(rss, 1),
-        "peak_rss_mb_with_reference": round(rss_ref, 1), "cold_start_s": round(cold, 3),
-        "end_to_end_images": len(e2e_images), "ms_per_image_end_to_end": round(ms_e2e, 2),
-        "ms_per_image_json_only": round(ms_json, 2), "end_to_end_over_json": round(ms_e2e / ms_json, 2),
-        "peak_rss_mb_end_to_end": round(rss_e2e, 1), "peak_rss_mb_json_only": round(rss_json, 1),
+        "input_size": analyzer.size,
+        "ms_per_image": round(ms, 2),
+        "ms_per_image_reference": round(ms_ref, 2),
+        "speedup": round(ms_ref / ms, 2),
+        "images_per_s_batch": round(batch_ips, 1),
+        "peak_rss_mb": round(rss, 1),
+        "peak_rss_mb_with_reference": round(rss_ref, 1),
+        "cold_start_s": round(cold, 3),
+        "end_to_end_images": len(e2e_images),
+        "ms_per_image_end_to_end": round(ms_e2e, 2),
+        "ms_per_image_json_only": round(ms_json, 2),
+        "end_to_end_over_json": round(ms_e2e / ms_json, 2),
+        "peak_rss_mb_end_to_end": round(rss_e2e, 1),
+        "peak_rss_mb_json_only": round(rss_json, 1),
     }
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"{out['images']} {out['image_source']}, one at a time (read → both tasks → mask at full size → "
-              f"area → contour)\n"
-              f"  default   (ONNX Runtime, multi-task U-Net {analyzer.size}px): {ms:7.1f} ms/image, "
-              f"{batch_ips:.0f} img/s in batches of 8, peak RSS {rss:.0f} MB, cold start {cold:.2f} s\n"
-              f"  reference (PyTorch InceptionV3 299px + small U-Net 256px): {ms_ref:7.1f} ms/image "
-              f"(process RSS with both {rss_ref:.0f} MB)\n"
-              f"  speedup {ms_ref / ms:.1f}×\n"
-              f"  end to end, whole 'braintumor analyze' process over {len(e2e_images)} images (start-up included): "
-              f"--out (masks, overlays, CSV) {ms_e2e:.1f} ms/image, --json only {ms_json:.1f} ms/image "
-              f"(ratio {ms_e2e / ms_json:.2f}), peak RSS {rss_e2e:.0f} MB")
+        print(
+            f"{out['images']} {out['image_source']}, one at a time (read → both tasks → mask at full size → "
+            f"area → contour)\n"
+            f"  default   (ONNX Runtime, multi-task U-Net {analyzer.size}px): {ms:7.1f} ms/image, "
+            f"{batch_ips:.0f} img/s in batches of 8, peak RSS {rss:.0f} MB, cold start {cold:.2f} s\n"
+            f"  reference (PyTorch InceptionV3 299px + small U-Net 256px): {ms_ref:7.1f} ms/image "
+            f"(process RSS with both {rss_ref:.0f} MB)\n"
+            f"  speedup {ms_ref / ms:.1f}×\n"
+            f"  end to end, whole 'braintumor analyze' process over {len(e2e_images)} images (start-up included): "
+            f"--out (masks, overlays, CSV) {ms_e2e:.1f} ms/image, --json only {ms_json:.1f} ms/image "
+            f"(ratio {ms_e2e / ms_json:.2f}), peak RSS {rss_e2e:.0f} MB"
+        )
     return 0

@@ -41,8 +41,10 @@ def run(args) -> int:
     card["calibration"] = block
     record_files(model_dir, card)
     held = block["heldout"]
-    print(f"temperature {block['temperature']:.3f}: ECE {held['ece_before']:.3f} → {held['ece_after']:.3f}, "
-          f"NLL {held['nll_before']:.3f} → {held['nll_after']:.3f} on {held['images']} held-out images; "
-          f"out-of-distribution threshold {block['ood_threshold']:.2f}, false alarms {held['ood_false_alarm_rate']:.1%} "
-          f"on them → {model_dir}")
+    print(
+        f"temperature {block['temperature']:.3f}: ECE {held['ece_before']:.3f} → {held['ece_after']:.3f}, "
+        f"NLL {held['nll_before']:.3f} → {held['nll_after']:.3f} on {held['images']} held-out images; "
+        f"out-of-distribution threshold {block['ood_threshold']:.2f}, false alarms {held['ood_false_alarm_rate']:.1%} "
+        f"on them → {model_dir}"
+    )
     return 0

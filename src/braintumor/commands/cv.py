@@ -9,6 +9,8 @@ from braintumor.evaluation.crossval import cross_validate
 def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     report = cross_validate(config(args), n_boot=args.bootstrap)
-    print(f"{args.folds}-fold CV, pooled out of fold: tumor-type accuracy {report['tumor_type_accuracy']:.1%}, "
-          f"Dice mean {report['dice_mean']:.3f} → {args.out / 'cv.md'}")
+    print(
+        f"{args.folds}-fold CV, pooled out of fold: tumor-type accuracy {report['tumor_type_accuracy']:.1%}, "
+        f"Dice mean {report['dice_mean']:.3f} → {args.out / 'cv.md'}"
+    )
     return 0

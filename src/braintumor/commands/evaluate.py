@@ -13,8 +13,10 @@ def run(args) -> int:
     report = summarise(outcomes, n_boot=args.bootstrap)
     write_report(report, outcomes, args.out, described, analyzer.card)
     write_gallery(outcomes, analyzer, args.out / "gallery")  # after report.json: a drawing failure loses no figure
-    print(f"{described}\n{report['n_images']} images: tumor-type accuracy {report['tumor_type_accuracy']:.1%}, "
-          f"4-class accuracy {report['accuracy']:.1%}, Dice mean {report['dice_mean']:.3f} "
-          f"(median {report['dice_median']:.3f}), area error median {report['area_error_median']:.1%} → "
-          f"{args.out / 'report.md'}")
+    print(
+        f"{described}\n{report['n_images']} images: tumor-type accuracy {report['tumor_type_accuracy']:.1%}, "
+        f"4-class accuracy {report['accuracy']:.1%}, Dice mean {report['dice_mean']:.3f} "
+        f"(median {report['dice_median']:.3f}), area error median {report['area_error_median']:.1%} → "
+        f"{args.out / 'report.md'}"
+    )
     return 0

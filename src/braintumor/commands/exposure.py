@@ -22,6 +22,8 @@ def exposure_warning(host: str, command: str = "app", what: str = "page") -> str
     else None."""
     if is_loopback(host):
         return None
-    return (f"braintumor {command}: warning: --host {host or '(all interfaces)'} is not a loopback address. The "
-            f"{what} has no authentication and no TLS: anyone who can reach this address can upload files and see "
-            "results. Put it behind a reverse proxy with authentication and TLS.")
+    return (
+        f"braintumor {command}: warning: --host {host or '(all interfaces)'} is not a loopback address. The "
+        f"{what} has no authentication and no TLS: anyone who can reach this address can upload files and see "
+        "results. Put it behind a reverse proxy with authentication and TLS."
+    )

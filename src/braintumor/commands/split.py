@@ -7,7 +7,12 @@ def run(args) -> int:
     records = read_manifest(args.data)
     folds = patient_kfold(records, k=args.folds, seed=args.seed)
     for f in range(args.folds):
-        check_no_leakage(records, {r.id: ("val" if fold == f else "train") for r, fold in zip(records, folds, strict=True)})
+        check_no_leakage(
+            records, {r.id: ("val" if fold == f else "train") for r, fold in zip(records, folds, strict=True)}
+        )
     write_manifest(records, args.out, {r.id: str(fold) for r, fold in zip(records, folds, strict=True)})
-    print(f"{len(records)} images, {args.folds} patient-level folds (seed {args.seed}), no patient on two sides → {args.out}")
+    print(
+        f"{len(records)} images, {args.folds} patient-level folds (seed {args.seed}), "
+        f"no patient on two sides → {args.out}"
+    )
     return 0

@@ -9,11 +9,28 @@ def config(args, **overrides) -> TrainConfig:
     """The TrainConfig of the shared training options (``train`` and ``cv``)."""
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     values = dict(
-        data=args.data, out=args.out, arch=args.arch, size=args.size, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed, folds=args.folds, val_fold=getattr(args, "val_fold", 0),
-        max_minutes=args.max_minutes, patience=args.patience, devices=devices, accelerator=args.accelerator,
-        strategy=args.strategy, precision=args.precision, limit_per_class=args.limit_per_class,
-        pretrained=args.pretrained, resume=getattr(args, "resume", False), init=args.init, num_workers=args.workers)
+        data=args.data,
+        out=args.out,
+        arch=args.arch,
+        size=args.size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        folds=args.folds,
+        val_fold=getattr(args, "val_fold", 0),
+        max_minutes=args.max_minutes,
+        patience=args.patience,
+        devices=devices,
+        accelerator=args.accelerator,
+        strategy=args.strategy,
+        precision=args.precision,
+        limit_per_class=args.limit_per_class,
+        pretrained=args.pretrained,
+        resume=getattr(args, "resume", False),
+        init=args.init,
+        num_workers=args.workers,
+    )
     return TrainConfig(**(values | overrides))
 
 

@@ -31,8 +31,14 @@ class Record:
 
 
 _ALIASES = {
-    "glioma": "glioma", "meningioma": "meningioma", "pituitary": "pituitary",
-    "no": "notumor", "notumor": "notumor", "none": "notumor", "normal": "notumor", "healthy": "notumor",
+    "glioma": "glioma",
+    "meningioma": "meningioma",
+    "pituitary": "pituitary",
+    "no": "notumor",
+    "notumor": "notumor",
+    "none": "notumor",
+    "normal": "notumor",
+    "healthy": "notumor",
 }
 
 
@@ -89,8 +95,16 @@ def _read_index(root: Path) -> list[Record]:
                 if path is not None and not path.is_file():
                     raise ScanError(str(path), f"file listed in {where} is missing")
             spacing = row.get("spacing_mm") or ""
-            records.append(Record(row["id"], image, mask, label, figshare_patient(row.get("patient_id")) or None,
-                                  float(spacing) if spacing else None))
+            records.append(
+                Record(
+                    row["id"],
+                    image,
+                    mask,
+                    label,
+                    figshare_patient(row.get("patient_id")) or None,
+                    float(spacing) if spacing else None,
+                )
+            )
     return records
 
 
@@ -103,14 +117,20 @@ def _read_figshare_folder(root: Path) -> list[Record]:
         if scan.meta.get("label") is None:
             raise ScanError(str(path), "Figshare file has no known 'label' (expected 1, 2 or 3)")
         spacing = scan.spacing_mm[0] if scan.spacing_mm else None
-        records.append(Record(f"fs{path.stem}", path, path, scan.meta["label"],
-                              figshare_patient(scan.meta.get("patient_id")), spacing))
+        records.append(
+            Record(
+                f"fs{path.stem}", path, path, scan.meta["label"], figshare_patient(scan.meta.get("patient_id")), spacing
+            )
+        )
     return records
 
 
 def _read_class_folders(root: Path) -> list[Record]:
-    mask_root = next((d for d in sorted(root.parent.iterdir()) if d.is_dir() and d != root
-                      and "mask" in d.name.lower()), None) if root.parent != root else None
+    mask_root = (
+        next((d for d in sorted(root.parent.iterdir()) if d.is_dir() and d != root and "mask" in d.name.lower()), None)
+        if root.parent != root
+        else None
+    )
     records = []
     for class_dir in sorted(d for d in root.iterdir() if d.is_dir() and "mask" not in d.name.lower()):
         try:
@@ -121,8 +141,9 @@ def _read_class_folders(root: Path) -> list[Record]:
             mask = None
             if mask_root is not None and label != "notumor":
                 mask = _find_mask(mask_root / class_dir.name / image.relative_to(class_dir).parent, image)
-            records.append(Record(f"{label}/{image.relative_to(class_dir).with_suffix('')}", image, mask,
-                                  label, None, None))
+            records.append(
+                Record(f"{label}/{image.relative_to(class_dir).with_suffix('')}", image, mask, label, None, None)
+            )
     return records
 
 
@@ -145,8 +166,9 @@ def load_mask(record: Record, shape: tuple[int, int]) -> np.ndarray:
     scan = load_scan(record.mask)
     mask = scan.mask if scan.mask is not None else (scan.pixels > scan.pixels.max() / 2).astype(np.uint8)
     if mask.shape != tuple(shape):
-        raise ScanError(str(record.mask), f"mask is {mask.shape[1]}×{mask.shape[0]} but its image is "
-                                          f"{shape[1]}×{shape[0]}")
+        raise ScanError(
+            str(record.mask), f"mask is {mask.shape[1]}×{mask.shape[0]} but its image is {shape[1]}×{shape[0]}"
+        )
     return mask
 
 

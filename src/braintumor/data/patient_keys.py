@@ -29,12 +29,14 @@ from braintumor.data.splits import group_of
 from braintumor.errors import ScanError
 
 KDF = "scrypt"
-SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2 ** 12, 8, 1, 16
+SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**12, 8, 1, 16
 _MIN_COST = SCRYPT_N * SCRYPT_R * SCRYPT_P  # cheaper keys than ours are as good as reversible: refused
-_MAX_MEMORY = 256 * 2 ** 20
-OLD_STYLE = ("its training patients are listed as unsalted SHA-256 keys (train_groups_sha256), which are reversible "
-             "by hashing candidate patient ids; re-create the card (retrain the model, or migrate its keys to salted "
-             "scrypt 'patient_keys') before evaluating it or starting a run from it")
+_MAX_MEMORY = 256 * 2**20
+OLD_STYLE = (
+    "its training patients are listed as unsalted SHA-256 keys (train_groups_sha256), which are reversible "
+    "by hashing candidate patient ids; re-create the card (retrain the model, or migrate its keys to salted "
+    "scrypt 'patient_keys') before evaluating it or starting a run from it"
+)
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,15 @@ def new_key_params() -> KeyParams:
 
 def group_key(group: str, params: KeyParams) -> str:
     """The one-way key (hex) of one group string such as ``patient:100360``."""
-    return hashlib.scrypt(group.encode(), salt=params.salt, n=params.n, r=params.r, p=params.p,
-                          dklen=params.dklen, maxmem=_MAX_MEMORY + (1 << 20)).hex()
+    return hashlib.scrypt(
+        group.encode(),
+        salt=params.salt,
+        n=params.n,
+        r=params.r,
+        p=params.p,
+        dklen=params.dklen,
+        maxmem=_MAX_MEMORY + (1 << 20),
+    ).hex()
 
 
 def group_keys(records: list[Record], params: KeyParams) -> dict[str, str]:
@@ -95,18 +104,35 @@ def _parse_block(block) -> KeyBlock:
     if kdf != KDF:
         raise ScanError("model card", f"unsupported patient key block (kdf {kdf!r}); expected {KDF!r}")
     try:
-        params = KeyParams(salt=bytes.fromhex(block["salt"]), n=int(block["n"]), r=int(block["r"]),
-                           p=int(block["p"]), dklen=int(block["dklen"]))
+        params = KeyParams(
+            salt=bytes.fromhex(block["salt"]),
+            n=int(block["n"]),
+            r=int(block["r"]),
+            p=int(block["p"]),
+            dklen=int(block["dklen"]),
+        )
         keys = frozenset(str(k) for k in block["keys"])
     except (KeyError, TypeError, ValueError) as err:
         raise ScanError("model card", f"malformed patient key block ({err})") from None
-    if (params.n < 2 or params.n & (params.n - 1) or min(params.r, params.p) < 1 or len(params.salt) < 16
-            or not 16 <= params.dklen <= 64 or 128 * params.n * params.r * params.p > _MAX_MEMORY):
-        raise ScanError("model card", f"unusable scrypt parameters n={params.n} r={params.r} p={params.p} "
-                                      f"dklen={params.dklen}, salt of {len(params.salt)} bytes")
+    if (
+        params.n < 2
+        or params.n & (params.n - 1)
+        or min(params.r, params.p) < 1
+        or len(params.salt) < 16
+        or not 16 <= params.dklen <= 64
+        or 128 * params.n * params.r * params.p > _MAX_MEMORY
+    ):
+        raise ScanError(
+            "model card",
+            f"unusable scrypt parameters n={params.n} r={params.r} p={params.p} "
+            f"dklen={params.dklen}, salt of {len(params.salt)} bytes",
+        )
     if params.n * params.r * params.p < _MIN_COST:
-        raise ScanError("model card", f"the patient keys (scrypt n={params.n} r={params.r} p={params.p}) are too cheap "
-                                      "to resist brute force over patient ids; re-create the card")
+        raise ScanError(
+            "model card",
+            f"the patient keys (scrypt n={params.n} r={params.r} p={params.p}) are too cheap "
+            "to resist brute force over patient ids; re-create the card",
+        )
     return KeyBlock(params, keys)
 
 
@@ -119,8 +145,11 @@ def trained_keys(card: dict) -> list[KeyBlock]:
     if own is None:
         if "train_groups_sha256" in training:
             raise ScanError("model card", OLD_STYLE)
-        raise ScanError("model card", "it does not list its training patients, so it cannot be guaranteed that no "
-                                      "training patient is scored or validated on")
+        raise ScanError(
+            "model card",
+            "it does not list its training patients, so it cannot be guaranteed that no "
+            "training patient is scored or validated on",
+        )
     return [_parse_block(b) for b in [own, *training.get("start_patient_keys", [])]]
 
 

@@ -41,8 +41,9 @@ def patient_kfold(records: list[Record], k: int = 5, seed: int = 0) -> list[int]
     return fold_of
 
 
-def train_val_test_split(records: list[Record], val_fold: int = 0, test_fold: int | None = None, k: int = 5,
-                         seed: int = 0) -> dict[str, str]:
+def train_val_test_split(
+    records: list[Record], val_fold: int = 0, test_fold: int | None = None, k: int = 5, seed: int = 0
+) -> dict[str, str]:
     """``{id: "train"|"val"|"test"}`` from the patient-level k-fold assignment."""
     folds = patient_kfold(records, k=k, seed=seed)
     split = {}

@@ -29,7 +29,7 @@ def network_outputs(analyzer, records: list[Record], batch: int = 32, progress: 
     probs, features, labels, kept = [], [], [], []
     for start in tqdm(range(0, len(records), batch), desc="network", disable=not progress, leave=False):
         inputs = []
-        for r in records[start:start + batch]:
+        for r in records[start : start + batch]:
             try:
                 scan, _ = load_record(r)
             except ScanError:
@@ -40,8 +40,10 @@ def network_outputs(analyzer, records: list[Record], batch: int = 32, progress: 
         if inputs:
             _, p, f = analyzer.network(np.stack(inputs)[:, None])
             if f is None:
-                raise ScanError(str(analyzer.model_dir), "the model's ONNX graph has no 'features' output; "
-                                                         "re-export it (braintumor calibrate --reexport)")
+                raise ScanError(
+                    str(analyzer.model_dir),
+                    "the model's ONNX graph has no 'features' output; re-export it (braintumor calibrate --reexport)",
+                )
             probs.append(p)
             features.append(f)
     return np.concatenate(probs), np.concatenate(features), np.array(labels), kept
@@ -51,8 +53,9 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     """The T that minimises the NLL of softmax(log p / T) (a 1-D bounded search)."""
     from scipy.optimize import minimize_scalar
 
-    result = minimize_scalar(lambda t: M.nll(apply_temperature(probs, t), labels), bounds=(0.05, 20.0),
-                             method="bounded")
+    result = minimize_scalar(
+        lambda t: M.nll(apply_temperature(probs, t), labels), bounds=(0.05, 20.0), method="bounded"
+    )
     return float(result.x)
 
 
@@ -98,7 +101,7 @@ def calibrate(data, analyzer, progress: bool = True) -> tuple[dict, FeatureModel
         "temperature": round(temperature, 4),
         "ood_threshold": round(threshold, 4),
         "fitted_on": f"temperature and threshold: half of the patients of {described}; feature model: the "
-                     f"{len(trained)} training images",
+        f"{len(trained)} training images",
         "heldout": {
             "images": int(second.sum()),
             "ece_before": round(M.expected_calibration_error(probs[second], labels[second]), 4),
@@ -107,9 +110,11 @@ def calibrate(data, analyzer, progress: bool = True) -> tuple[dict, FeatureModel
             "nll_after": round(M.nll(calibrated, labels[second]), 4),
             "ood_false_alarm_rate": round(float((scores[second] > threshold).mean()), 4),
         },
-        "ood": {"score": "class-conditional Mahalanobis distance (root mean square, nearest class) of the pooled "
-                         f"encoder features in the top {feature_model.components.shape[0]} principal components of "
-                         "the training images",
-                "quantile": QUANTILE},
+        "ood": {
+            "score": "class-conditional Mahalanobis distance (root mean square, nearest class) of the pooled "
+            f"encoder features in the top {feature_model.components.shape[0]} principal components of "
+            "the training images",
+            "quantile": QUANTILE,
+        },
     }
     return block, feature_model

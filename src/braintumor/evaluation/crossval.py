@@ -21,8 +21,17 @@ from braintumor.evaluation.report import write_report
 from braintumor.training.run import TrainConfig, train
 
 #: report.json keys tabulated per fold (None where a fold has no value)
-METRICS = ("tumor_type_accuracy", "accuracy", "macro_f1", "dice_mean", "dice_glioma", "area_error_median",
-           "notumor_outlined", "ece", "missed_tumors")
+METRICS = (
+    "tumor_type_accuracy",
+    "accuracy",
+    "macro_f1",
+    "dice_mean",
+    "dice_glioma",
+    "area_error_median",
+    "notumor_outlined",
+    "ece",
+    "missed_tumors",
+)
 
 
 def fold_dir(out: Path, fold: int) -> Path:
@@ -57,14 +66,25 @@ def cross_validate(base: TrainConfig, n_boot: int = 1000) -> dict:
         outcomes, described = evaluate(base.data, Analyzer(cfg.out), split="unseen", progress=base.progress)
         report = summarise(outcomes, n_boot=n_boot)
         write_report(report, outcomes, cfg.out / "eval", described, json.loads((cfg.out / "card.json").read_text()))
-        rows.append({"fold": fold, "patients": report["n_patients"], "images": report["n_images"],
-                     **{k: _metric(report, k) for k in METRICS}})
+        rows.append(
+            {
+                "fold": fold,
+                "patients": report["n_patients"],
+                "images": report["n_images"],
+                **{k: _metric(report, k) for k in METRICS},
+            }
+        )
         pooled += outcomes
     _check_out_of_fold(base, pooled)
     report = summarise(pooled, n_boot=n_boot)
-    write_report(report, pooled, out / "pooled", f"out-of-fold predictions of {base.folds} patient-level folds "
-                                                  f"(every row scored once, by the model that did not train on it)",
-                 {"name": f"cv-{base.arch}", "training": {"split": f"{base.folds}-fold CV, seed {base.seed}"}})
+    write_report(
+        report,
+        pooled,
+        out / "pooled",
+        f"out-of-fold predictions of {base.folds} patient-level folds "
+        f"(every row scored once, by the model that did not train on it)",
+        {"name": f"cv-{base.arch}", "training": {"split": f"{base.folds}-fold CV, seed {base.seed}"}},
+    )
     _write_table(rows, report, out, base)
     return report
 
@@ -91,25 +111,39 @@ def _write_table(rows: list[dict], pooled: dict, out: Path, base: TrainConfig) -
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    lines = [f"# {base.folds}-fold patient-level cross-validation", "",
-             f"Recipe: `{base.arch}`, {base.input_size} px, {base.epochs} epochs max, batch {base.batch_size}, "
-             f"lr {base.lr:g}, seed {base.seed}" + (f", --init {base.init}" if base.init else "")
-             + (f", {base.limit_per_class} images per class (smoke test)" if base.limit_per_class else "") + ".", "",
-             "| fold | patients | images | " + " | ".join(METRICS) + " |", "|" + "---|" * (3 + len(METRICS))]
+    lines = [
+        f"# {base.folds}-fold patient-level cross-validation",
+        "",
+        f"Recipe: `{base.arch}`, {base.input_size} px, {base.epochs} epochs max, batch {base.batch_size}, "
+        f"lr {base.lr:g}, seed {base.seed}"
+        + (f", --init {base.init}" if base.init else "")
+        + (f", {base.limit_per_class} images per class (smoke test)" if base.limit_per_class else "")
+        + ".",
+        "",
+        "| fold | patients | images | " + " | ".join(METRICS) + " |",
+        "|" + "---|" * (3 + len(METRICS)),
+    ]
     for r in rows:
-        lines.append(f"| {r['fold']} | {r['patients']} | {r['images']} | " + " | ".join(_cell(r[k]) for k in METRICS)
-                     + " |")
+        lines.append(
+            f"| {r['fold']} | {r['patients']} | {r['images']} | " + " | ".join(_cell(r[k]) for k in METRICS) + " |"
+        )
     for name, fn in (("mean", np.mean), ("sd", lambda v: np.std(v, ddof=1) if len(v) > 1 else 0.0)):
-        cells = [_cell(fn([r[k] for r in rows if r[k] is not None])) if any(r[k] is not None for r in rows) else "n/a"
-                 for k in METRICS]
+        cells = [
+            _cell(fn([r[k] for r in rows if r[k] is not None])) if any(r[k] is not None for r in rows) else "n/a"
+            for k in METRICS
+        ]
         lines.append(f"| **{name}** | | | " + " | ".join(cells) + " |")
     ci = pooled.get("ci95", {})
-    lines += ["", "Pooled out-of-fold (95% bootstrap CI by patient): "
-              f"tumor-type accuracy {_cell(pooled['tumor_type_accuracy'])} {_ci(ci, 'tumor_type_accuracy')}, "
-              f"4-class accuracy {_cell(pooled['accuracy'])} {_ci(ci, 'accuracy')}, "
-              f"Dice mean {_cell(pooled['dice_mean'])} {_ci(ci, 'dice_mean')}, "
-              f"area error median {_cell(pooled['area_error_median'])} {_ci(ci, 'area_error_median')}. "
-              "Full report: pooled/report.md.", ""]
+    lines += [
+        "",
+        "Pooled out-of-fold (95% bootstrap CI by patient): "
+        f"tumor-type accuracy {_cell(pooled['tumor_type_accuracy'])} {_ci(ci, 'tumor_type_accuracy')}, "
+        f"4-class accuracy {_cell(pooled['accuracy'])} {_ci(ci, 'accuracy')}, "
+        f"Dice mean {_cell(pooled['dice_mean'])} {_ci(ci, 'dice_mean')}, "
+        f"area error median {_cell(pooled['area_error_median'])} {_ci(ci, 'area_error_median')}. "
+        "Full report: pooled/report.md.",
+        "",
+    ]
     (out / "cv.md").write_text("\n".join(lines))
 
 

@@ -49,16 +49,20 @@ def select_rows(records: list[Record], card: dict, split: str) -> tuple[list[Rec
     unseen = [r for r in records if group_of(r) not in trained]
     n_seen = len(records) - len(unseen)
     if split == "all" and n_seen:
-        raise ScanError("dataset", f"{n_seen} rows of this dataset belong to the model's training patients; "
-                                   "evaluate with --split unseen")
+        raise ScanError(
+            "dataset",
+            f"{n_seen} rows of this dataset belong to the model's training patients; evaluate with --split unseen",
+        )
     if not unseen:
         raise ScanError("dataset", "every row belongs to a patient the model was trained on; nothing to evaluate")
     patients = len({group_of(r) for r in unseen if r.patient_id})
     if not n_seen:
         return unseen, f"all {len(unseen)} rows ({patients} patients), none used to train the model"
-    return unseen, (f"the {len(unseen)} rows of patients never used in training ({patients} patients; for the training "
-                    f"dataset this is the model's patient-level validation fold); {n_seen} rows of training "
-                    "patients left out")
+    return unseen, (
+        f"the {len(unseen)} rows of patients never used in training ({patients} patients; for the training "
+        f"dataset this is the model's patient-level validation fold); {n_seen} rows of training "
+        "patients left out"
+    )
 
 
 def check_requirements() -> None:
@@ -69,8 +73,11 @@ def check_requirements() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot  # imported only to prove that it can be
     except Exception as err:  # ImportError, or a broken install
-        raise ImportError(f"evaluate draws its plots with matplotlib, which cannot be imported ({err}); "
-                          "pip install 'braintumor[train]'", name="matplotlib") from None
+        raise ImportError(
+            f"evaluate draws its plots with matplotlib, which cannot be imported ({err}); "
+            "pip install 'braintumor[train]'",
+            name="matplotlib",
+        ) from None
 
 
 def evaluate(data, analyzer, split: str = "unseen", progress: bool = True) -> tuple[list[SliceOutcome], str]:
@@ -85,9 +92,14 @@ def evaluate(data, analyzer, split: str = "unseen", progress: bool = True) -> tu
             continue
         result = analyzer.analyze_scans([scan])[0]
         probs = np.array([result.probabilities[c] for c in CLASSES])
-        o = SliceOutcome(r, true, CLASSES.index(result.label), probs,  # the 4-class decision the user sees
-                         pred_pixels=result.tumor_pixels,
-                         ood_warned=result.ood_score is not None and result.ood_score > analyzer.ood_threshold)
+        o = SliceOutcome(
+            r,
+            true,
+            CLASSES.index(result.label),
+            probs,  # the 4-class decision the user sees
+            pred_pixels=result.tumor_pixels,
+            ood_warned=result.ood_score is not None and result.ood_score > analyzer.ood_threshold,
+        )
         if r.label != "notumor":
             spacing = scan.spacing_mm or ((r.spacing_mm, r.spacing_mm) if r.spacing_mm else None)
             o.dice, o.iou = M.dice(result.mask, truth), M.iou(result.mask, truth)
@@ -117,7 +129,8 @@ def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -
     hd = np.array([o.hd95_mm for o in seg if o.hd95_mm is not None and np.isfinite(o.hd95_mm)])
     dices = np.array([o.dice for o in seg])
     report = {
-        "n_images": len(ok), "n_unreadable": len(outcomes) - len(ok),
+        "n_images": len(ok),
+        "n_unreadable": len(outcomes) - len(ok),
         "n_patients": len({group_of(o.record) for o in ok if o.record.patient_id}),
         "accuracy": float((y == p).mean()),
         "tumor_type_accuracy": float((type_pred == y[tumor]).mean()),
@@ -132,10 +145,12 @@ def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -
         "hd95_mm_mean": float(hd.mean()) if len(hd) else None,
         "area_error_median": float(np.median(rel)) if len(rel) else None,
         "area_abs_error_cm2_median": float(np.median([abs(o.area_pred_cm2 - o.area_true_cm2) for o in area]))
-        if area else None,
+        if area
+        else None,
         "missed_tumors": int(sum(o.dice == 0 for o in seg)),
         "notumor_outlined": float(np.mean([o.pred_pixels > 0 for o in ok if o.true == CLASSES.index("notumor")]))
-        if any(o.true == CLASSES.index("notumor") for o in ok) else None,
+        if any(o.true == CLASSES.index("notumor") for o in ok)
+        else None,
         "ece": M.expected_calibration_error(probs, y),
         "reliability": [{"confidence": c, "accuracy": a, "n": n} for c, a, n in M.reliability(probs, y)],
         "ood_warning_rate": float(np.mean([o.ood_warned for o in ok])),
@@ -145,9 +160,14 @@ def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -
         "confusion_matrix": cm.tolist(),
         "tumor_type_confusion_matrix": cm3.tolist(),
         "segmentation_per_class": {
-            c: {"n": len(s), "dice_mean": float(np.mean([o.dice for o in s])),
-                "dice_median": float(np.median([o.dice for o in s]))}
-            for c in TUMOR_CLASSES if (s := [o for o in seg if o.record.label == c])},
+            c: {
+                "n": len(s),
+                "dice_mean": float(np.mean([o.dice for o in s])),
+                "dice_median": float(np.median([o.dice for o in s])),
+            }
+            for c in TUMOR_CLASSES
+            if (s := [o for o in seg if o.record.label == c])
+        },
     }
     report["per_patient"] = per_patient(ok)
     report["ci95"] = bootstrap(ok, n_boot, seed)
@@ -162,8 +182,11 @@ def per_patient(ok: list[SliceOutcome]) -> dict:
             groups.setdefault(o.record.patient_id, []).append(o)
     acc = [np.mean([o.true == o.pred for o in g]) for g in groups.values()]
     dice = [np.mean([o.dice for o in g]) for g in groups.values() if g[0].dice is not None]
-    return {"n_patients": len(groups), "accuracy_mean": float(np.mean(acc)) if acc else None,
-            "dice_mean": float(np.mean(dice)) if dice else None}
+    return {
+        "n_patients": len(groups),
+        "accuracy_mean": float(np.mean(acc)) if acc else None,
+        "dice_mean": float(np.mean(dice)) if dice else None,
+    }
 
 
 def bootstrap(ok: list[SliceOutcome], n_boot: int, seed: int) -> dict:
@@ -173,7 +196,12 @@ def bootstrap(ok: list[SliceOutcome], n_boot: int, seed: int) -> dict:
         groups.setdefault(group_of(o.record), []).append(o)
     keys = list(groups)
     rng = np.random.default_rng(seed)
-    stats: dict[str, list[float]] = {"accuracy": [], "tumor_type_accuracy": [], "dice_mean": [], "area_error_median": []}
+    stats: dict[str, list[float]] = {
+        "accuracy": [],
+        "tumor_type_accuracy": [],
+        "dice_mean": [],
+        "area_error_median": [],
+    }
     for _ in range(n_boot):
         sample = [o for k in rng.choice(len(keys), len(keys)) for o in groups[keys[k]]]
         tumor = [o for o in sample if o.true < 3]

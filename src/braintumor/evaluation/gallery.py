@@ -46,8 +46,11 @@ def write_gallery(outcomes: list[SliceOutcome], analyzer, out: Path) -> None:
     try:
         _write(outcomes, analyzer, out)
     except Exception as err:
-        raise ScanError(str(out), f"drawing the gallery failed ({type(err).__name__}: {err}); report.json, "
-                                  "report.md and the CSVs are written") from err
+        raise ScanError(
+            str(out),
+            f"drawing the gallery failed ({type(err).__name__}: {err}); report.json, "
+            "report.md and the CSVs are written",
+        ) from err
 
 
 def _write(outcomes: list[SliceOutcome], analyzer, out: Path) -> None:
@@ -78,15 +81,21 @@ def _save_item(item: Item, analyzer, credit: str | None, path: Path) -> None:
 def choose(outcomes: list[SliceOutcome]) -> list[Item]:
     """Best, median and worst per tumor type, then no-tumor outlines (largest first), then confident mistakes."""
     ok = [o for o in outcomes if o.error is None]
-    items = [item for c in TUMOR_CLASSES for item in _extremes(c, [o for o in ok if o.record.label == c
-                                                                  and o.dice is not None])]
-    outlined = sorted((o for o in ok if o.record.label == "notumor" and o.pred_pixels > 0),
-                      key=lambda o: (-o.pred_pixels, o.record.id))
-    items += [Item(f"notumor_outlined_{k}", f"no tumor, outlined ({k})", o)
-              for k, o in enumerate(outlined[:LISTED], 1)]
+    items = [
+        item
+        for c in TUMOR_CLASSES
+        for item in _extremes(c, [o for o in ok if o.record.label == c and o.dice is not None])
+    ]
+    outlined = sorted(
+        (o for o in ok if o.record.label == "notumor" and o.pred_pixels > 0),
+        key=lambda o: (-o.pred_pixels, o.record.id),
+    )
+    items += [Item(f"notumor_outlined_{k}", f"no tumor, outlined ({k})", o) for k, o in enumerate(outlined[:LISTED], 1)]
     wrong = sorted((o for o in ok if o.pred != o.true), key=lambda o: (-_rounded(o.probs.max()), o.record.id))
-    items += [Item(f"misclassified_{k}", f"misclassified ({k}, most confident first)", o)
-              for k, o in enumerate(wrong[:LISTED], 1)]
+    items += [
+        Item(f"misclassified_{k}", f"misclassified ({k}, most confident first)", o)
+        for k, o in enumerate(wrong[:LISTED], 1)
+    ]
     return items
 
 
@@ -96,8 +105,14 @@ def _extremes(label: str, seg: list[SliceOutcome]) -> list[Item]:
     roles: dict[int, str] = {}
     for role, k in (("best", len(ranked) - 1), ("worst", 0), ("median", (len(ranked) - 1) // 2)):
         roles.setdefault(k, role)
-    return [Item(f"{label}_{roles[k]}_dice{_rounded(ranked[k].dice):.2f}", f"{label}, {roles[k]} Dice", ranked[k])
-            for k in sorted(roles, reverse=True)] if ranked else []
+    return (
+        [
+            Item(f"{label}_{roles[k]}_dice{_rounded(ranked[k].dice):.2f}", f"{label}, {roles[k]} Dice", ranked[k])
+            for k in sorted(roles, reverse=True)
+        ]
+        if ranked
+        else []
+    )
 
 
 def is_figshare(records: list[Record]) -> bool:
@@ -118,25 +133,37 @@ def caption(o: SliceOutcome) -> str:
     """Two lines: the decision and its confidence, then how well the outline matches."""
     decision = f"true {o.record.label} / predicted {CLASSES[o.pred]}, confidence {_figure(o.probs.max())}"
     if o.dice is None:
-        return f"{decision}\nno tumor in truth; " + (f"predicted outline {o.pred_pixels} px" if o.pred_pixels
-                                                     else "no outline predicted")
-    area = "area n/a" if o.area_true_cm2 is None else \
-        f"area {_figure(o.area_true_cm2)} cm² true vs {_figure(o.area_pred_cm2)} cm² predicted"
+        return f"{decision}\nno tumor in truth; " + (
+            f"predicted outline {o.pred_pixels} px" if o.pred_pixels else "no outline predicted"
+        )
+    area = (
+        "area n/a"
+        if o.area_true_cm2 is None
+        else f"area {_figure(o.area_true_cm2)} cm² true vs {_figure(o.area_pred_cm2)} cm² predicted"
+    )
     return f"{decision}\nDice {_figure(o.dice)}, {area}"
 
 
 def markdown(items: list[Item], credit: str | None) -> str:
-    lines = ["# Outcome gallery", "",
-             "Unseen slices only, the same rows and numbers as per_slice.csv. Expert outline: blue, solid; "
-             "predicted outline: orange, dashed.", ""]
+    lines = [
+        "# Outcome gallery",
+        "",
+        "Unseen slices only, the same rows and numbers as per_slice.csv. Expert outline: blue, solid; "
+        "predicted outline: orange, dashed.",
+        "",
+    ]
     lines += [credit, ""] if credit else []
-    lines += ["| case | image | true | predicted | confidence | Dice | true area (cm²) | predicted area (cm²) |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| case | image | true | predicted | confidence | Dice | true area (cm²) | predicted area (cm²) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for item in items:
         o = item.outcome
-        lines.append(f"| {item.title} | ![{item.title}]({item.name}.png) | {o.record.label} | {CLASSES[o.pred]} | "
-                     f"{_figure(o.probs.max())} | {_figure(o.dice)} | {_figure(o.area_true_cm2)} | "
-                     f"{_figure(o.area_pred_cm2)} |")
+        lines.append(
+            f"| {item.title} | ![{item.title}]({item.name}.png) | {o.record.label} | {CLASSES[o.pred]} | "
+            f"{_figure(o.probs.max())} | {_figure(o.dice)} | {_figure(o.area_true_cm2)} | "
+            f"{_figure(o.area_pred_cm2)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -174,8 +201,10 @@ def _contours(mask: np.ndarray, scale: float) -> list[list[tuple[float, float]]]
         return []
     from skimage.measure import find_contours
 
-    return [[((c - 0.5) * scale - 0.5, (r - 0.5) * scale - 0.5) for r, c in contour]
-            for contour in find_contours(np.pad(mask, 1).astype(np.float32), 0.5)]
+    return [
+        [((c - 0.5) * scale - 0.5, (r - 0.5) * scale - 0.5) for r, c in contour]
+        for contour in find_contours(np.pad(mask, 1).astype(np.float32), 0.5)
+    ]
 
 
 def _dashed(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill, width: int) -> None:
@@ -190,8 +219,11 @@ def _dashed(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill, 
             step = max(min(length - t, on - phase if phase < on else period - phase), 1e-3)
             if phase < on:
                 a, b = t / length, min(t + step, length) / length
-                draw.line([(x0 + a * (x1 - x0), y0 + a * (y1 - y0)), (x0 + b * (x1 - x0), y0 + b * (y1 - y0))],
-                          fill=fill, width=width)
+                draw.line(
+                    [(x0 + a * (x1 - x0), y0 + a * (y1 - y0)), (x0 + b * (x1 - x0), y0 + b * (y1 - y0))],
+                    fill=fill,
+                    width=width,
+                )
             t += step
         travelled += length
 
@@ -235,12 +267,16 @@ def _indexed(image: Image.Image) -> Image.Image:
 
 def montage(gallery: Path, out: Path) -> Path:
     """One typical (median Dice) and one hard (worst Dice) slice per tumor type in one small PNG, for a README."""
-    rows = [[p for p in (_find(gallery, c, ("median", "best")), _find(gallery, c, ("worst",))) if p]
-            for c in TUMOR_CLASSES]
+    rows = [
+        [p for p in (_find(gallery, c, ("median", "best")), _find(gallery, c, ("worst",))) if p] for c in TUMOR_CLASSES
+    ]
     rows = [row for row in rows if row]
     if not rows:
-        raise ScanError(str(gallery), "no tumor-type pictures here (expected <type>_median_dice*.png, … written "
-                                      "by braintumor evaluate into OUT/gallery)")
+        raise ScanError(
+            str(gallery),
+            "no tumor-type pictures here (expected <type>_median_dice*.png, … written "
+            "by braintumor evaluate into OUT/gallery)",
+        )
     font, gap = _font(11), 4
     step = round(font.size * 1.4)
     tiles = [[_tile(path, font) for path in row] for row in rows]
@@ -288,8 +324,9 @@ def _zoom(picture: Image.Image, height: int) -> Image.Image:
     rows, cols = np.nonzero(np.asarray(picture)[:height] >= GRAYS)  # palette entries of the outline colours
     if not len(rows):
         return picture.crop((0, 0, picture.width, height))
-    side = min(max(min(picture.width, height) // 2, 2 * (np.ptp(rows) + 1), 2 * (np.ptp(cols) + 1)),
-               picture.width, height)
+    side = min(
+        max(min(picture.width, height) // 2, 2 * (np.ptp(rows) + 1), 2 * (np.ptp(cols) + 1)), picture.width, height
+    )
     top = int(np.clip((rows.min() + rows.max() - side) // 2, 0, height - side))
     left = int(np.clip((cols.min() + cols.max() - side) // 2, 0, picture.width - side))
     return picture.crop((left, top, left + side, top + side))
@@ -313,8 +350,9 @@ def _save_within(sheet: Image.Image, out: Path, credit: str | None) -> Path:
     if credit:
         info.add_text("Copyright", credit)
     for colours in (256, 128, 64, 32):
-        sheet.quantize(colours, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(out, optimize=True,
-                                                                                         pnginfo=info)
+        sheet.quantize(colours, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            out, optimize=True, pnginfo=info
+        )
         if out.stat().st_size <= MONTAGE_BYTES:
             return out
     raise ScanError(str(out), f"the montage is larger than {MONTAGE_BYTES // 1000} KB even with 32 colours")

@@ -66,8 +66,11 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> list[t
     correct = probs.argmax(1) == labels
     edges = np.linspace(0, 1, bins + 1)
     index = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    return [(float(confidence[index == b].mean()), float(correct[index == b].mean()), int((index == b).sum()))
-            for b in range(bins) if (index == b).any()]
+    return [
+        (float(confidence[index == b].mean()), float(correct[index == b].mean()), int((index == b).sum()))
+        for b in range(bins)
+        if (index == b).any()
+    ]
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:

@@ -15,35 +15,61 @@ from braintumor.errors import ScanError
 def write_report(report: dict, outcomes, out: Path, described: str, model_card: dict) -> None:
     """Figures first (report.json, report.md, CSVs), plots last: a plotting failure never loses the figures."""
     out.mkdir(parents=True, exist_ok=True)
-    report = {**report, "split": described, "model": model_card.get("name"),
-              "model_training": model_card.get("training", {}).get("split")}
+    report = {
+        **report,
+        "split": described,
+        "model": model_card.get("name"),
+        "model_training": model_card.get("training", {}).get("split"),
+    }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(markdown(report))
     _per_slice_csv(outcomes, out / "per_slice.csv")
-    for key, names, stem in (("confusion_matrix", CLASSES, "confusion_matrix"),
-                             ("tumor_type_confusion_matrix", TUMOR_CLASSES, "confusion_matrix_tumor_types")):
+    for key, names, stem in (
+        ("confusion_matrix", CLASSES, "confusion_matrix"),
+        ("tumor_type_confusion_matrix", TUMOR_CLASSES, "confusion_matrix_tumor_types"),
+    ):
         _matrix_csv(report[key], names, out / f"{stem}.csv")
     try:
         _plots(report, outcomes, out)
     except Exception as err:
-        raise ScanError(str(out), f"drawing the plots failed ({type(err).__name__}: {err}); report.json, report.md "
-                                  "and the CSVs are written") from err
+        raise ScanError(
+            str(out),
+            f"drawing the plots failed ({type(err).__name__}: {err}); report.json, report.md and the CSVs are written",
+        ) from err
 
 
 def _per_slice_csv(outcomes, path: Path) -> None:
-    fields = ["id", "patient_id", "label", "predicted", "confidence", "dice", "iou", "hd95_mm", "area_true_cm2",
-              "area_pred_cm2", "error"]
+    fields = [
+        "id",
+        "patient_id",
+        "label",
+        "predicted",
+        "confidence",
+        "dice",
+        "iou",
+        "hd95_mm",
+        "area_true_cm2",
+        "area_pred_cm2",
+        "error",
+    ]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for o in outcomes:
-            writer.writerow({
-                "id": o.record.id, "patient_id": o.record.patient_id or "", "label": o.record.label,
-                "predicted": "" if o.pred is None else CLASSES[o.pred],
-                "confidence": "" if o.probs is None else round(float(o.probs.max()), 4),
-                **{k: "" if getattr(o, k) is None else round(float(getattr(o, k)), 4)
-                   for k in ("dice", "iou", "hd95_mm", "area_true_cm2", "area_pred_cm2")},
-                "error": o.error or ""})
+            writer.writerow(
+                {
+                    "id": o.record.id,
+                    "patient_id": o.record.patient_id or "",
+                    "label": o.record.label,
+                    "predicted": "" if o.pred is None else CLASSES[o.pred],
+                    "confidence": "" if o.probs is None else round(float(o.probs.max()), 4),
+                    **{
+                        k: "" if getattr(o, k) is None else round(float(getattr(o, k)), 4)
+                        for k in ("dice", "iou", "hd95_mm", "area_true_cm2", "area_pred_cm2")
+                    },
+                    "error": o.error or "",
+                }
+            )
 
 
 def _matrix_csv(matrix, names, path: Path) -> None:
@@ -60,8 +86,10 @@ def _plots(report: dict, outcomes, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for key, names, stem in (("confusion_matrix", CLASSES, "confusion_matrix"),
-                             ("tumor_type_confusion_matrix", TUMOR_CLASSES, "confusion_matrix_tumor_types")):
+    for key, names, stem in (
+        ("confusion_matrix", CLASSES, "confusion_matrix"),
+        ("tumor_type_confusion_matrix", TUMOR_CLASSES, "confusion_matrix_tumor_types"),
+    ):
         cm = np.array(report[key])
         fig, ax = plt.subplots(figsize=(5, 4.5))
         ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
@@ -97,8 +125,9 @@ def _reliability_plot(table: list[dict], ece: float, path: Path, plt) -> None:
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.plot([b["confidence"] for b in table], [b["accuracy"] for b in table], "o-", label=f"model (ECE {ece:.3f})")
     for b in table:
-        ax.annotate(str(b["n"]), (b["confidence"], b["accuracy"]), fontsize=7, xytext=(3, -9),
-                    textcoords="offset points")
+        ax.annotate(
+            str(b["n"]), (b["confidence"], b["accuracy"]), fontsize=7, xytext=(3, -9), textcoords="offset points"
+        )
     ax.set_xlabel("confidence (top class)")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1.02)
@@ -122,10 +151,14 @@ def markdown(r: dict) -> str:
         return f" (95% CI {_fmt(ci[k][0], pct)}–{_fmt(ci[k][1], pct)})" if k in ci else ""
 
     lines = [
-        f"# Evaluation of {r.get('model')}", "",
-        f"Split: {r['split']}.", f"Images: {r['n_images']} ({r['n_unreadable']} unreadable), "
-        f"patients: {r['n_patients']}. No augmentation; masks compared at each image's native resolution.", "",
-        "| metric | value |", "|---|---|",
+        f"# Evaluation of {r.get('model')}",
+        "",
+        f"Split: {r['split']}.",
+        f"Images: {r['n_images']} ({r['n_unreadable']} unreadable), "
+        f"patients: {r['n_patients']}. No augmentation; masks compared at each image's native resolution.",
+        "",
+        "| metric | value |",
+        "|---|---|",
         f"| tumor-type accuracy (3 classes, tumor slices) | {_fmt(r['tumor_type_accuracy'], True)}"
         f"{interval('tumor_type_accuracy', True)} |",
         f"| tumor-type accuracy with the 4-class decision | {_fmt(r['tumor_type_accuracy_4way'], True)} |",
@@ -140,15 +173,30 @@ def markdown(r: dict) -> str:
         f"| no-tumor images given an outline | {_fmt(r['notumor_outlined'], True)} |",
         f"| expected calibration error (4 classes, 15 bins) | {_fmt(r['ece'])} |",
         f"| out-of-distribution warnings | {_fmt(r['ood_warning_rate'], True)} |",
-        "", "## Per class (4-class decision)", "", "| class | precision | recall | F1 | n |", "|---|---|---|---|---|",
-        *[f"| {c} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | {_fmt(v['f1'])} | {int(v['support'])} |"
-          for c, v in r["per_class"].items()],
-        "", "## Segmentation per tumor type", "", "| class | n | Dice mean | Dice median |", "|---|---|---|---|",
-        *[f"| {c} | {v['n']} | {_fmt(v['dice_mean'])} | {_fmt(v['dice_median'])} |"
-          for c, v in r["segmentation_per_class"].items()],
-        "", f"Per patient (each patient once): accuracy {_fmt(r['per_patient']['accuracy_mean'], True)}, "
-            f"Dice {_fmt(r['per_patient']['dice_mean'])} over {r['per_patient']['n_patients']} patients.",
-        "", "The no-tumor images come from another source and MRI sequence than the tumor slices: 4-class figures "
-            "overstate skill; the 3-class tumor-type figures are the honest measure.", "",
+        "",
+        "## Per class (4-class decision)",
+        "",
+        "| class | precision | recall | F1 | n |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {c} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | {_fmt(v['f1'])} | {int(v['support'])} |"
+            for c, v in r["per_class"].items()
+        ],
+        "",
+        "## Segmentation per tumor type",
+        "",
+        "| class | n | Dice mean | Dice median |",
+        "|---|---|---|---|",
+        *[
+            f"| {c} | {v['n']} | {_fmt(v['dice_mean'])} | {_fmt(v['dice_median'])} |"
+            for c, v in r["segmentation_per_class"].items()
+        ],
+        "",
+        f"Per patient (each patient once): accuracy {_fmt(r['per_patient']['accuracy_mean'], True)}, "
+        f"Dice {_fmt(r['per_patient']['dice_mean'])} over {r['per_patient']['n_patients']} patients.",
+        "",
+        "The no-tumor images come from another source and MRI sequence than the tumor slices: 4-class figures "
+        "overstate skill; the 3-class tumor-type figures are the honest measure.",
+        "",
     ]
     return "\n".join(lines)

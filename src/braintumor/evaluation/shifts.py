@@ -19,12 +19,21 @@ from braintumor.evaluation import metrics as M
 from braintumor.evaluation.evaluate import select_rows
 from braintumor.preprocessing.shifts import SHIFTS
 
-COLUMNS = ("shift", "n", "notumor_silent", "notumor_warned", "tumor_type_accuracy", "dice_mean", "dice_glioma",
-           "warned")
+COLUMNS = (
+    "shift",
+    "n",
+    "notumor_silent",
+    "notumor_warned",
+    "tumor_type_accuracy",
+    "dice_mean",
+    "dice_glioma",
+    "warned",
+)
 
 
-def shift_table(data, analyzer, names: list[str] | None = None, limit: int | None = None, seed: int = 0,
-                progress: bool = True) -> tuple[list[dict], str]:
+def shift_table(
+    data, analyzer, names: list[str] | None = None, limit: int | None = None, seed: int = 0, progress: bool = True
+) -> tuple[list[dict], str]:
     """One row per shift (``none`` first) over the unseen tumor slices of ``data``."""
     records, described = select_rows(read_manifest(data), analyzer.card, "unseen")
     records = [r for r in records if r.label in TUMOR_CLASSES]
@@ -54,12 +63,14 @@ def _row(name: str, outcomes: list) -> dict:
     labels = np.array([label for label, _, _ in outcomes])
     called_none = np.array([r.label == "notumor" for _, r, _ in outcomes])
     warned = np.array([bool(r.warnings) for _, r, _ in outcomes])
-    types = np.array([TUMOR_CLASSES[int(np.argmax([r.probabilities[c] for c in TUMOR_CLASSES]))]
-                      for _, r, _ in outcomes])
+    types = np.array(
+        [TUMOR_CLASSES[int(np.argmax([r.probabilities[c] for c in TUMOR_CLASSES]))] for _, r, _ in outcomes]
+    )
     dices = np.array([d for _, _, d in outcomes])
     glioma = labels == "glioma"
     return {
-        "shift": name, "n": len(outcomes),
+        "shift": name,
+        "n": len(outcomes),
         "notumor_silent": float((called_none & ~warned).mean()),
         "notumor_warned": float((called_none & warned).mean()),
         "tumor_type_accuracy": float((types == labels).mean()),
@@ -71,10 +82,14 @@ def _row(name: str, outcomes: list) -> dict:
 
 def markdown(rows: list[dict], described: str, model_name: str) -> str:
     """The table for README / docs/experiments.md."""
-    head = ("| shift | slices | silent 'no tumor' | 'no tumor' with warning | tumor-type acc. (3 classes) | "
-            "Dice mean | Dice glioma | any warning |\n|---|---|---|---|---|---|---|---|\n")
-    body = "".join(f"| {r['shift']} | {r['n']} | {r['notumor_silent']:.1%} | {r['notumor_warned']:.1%} | "
-                   f"{r['tumor_type_accuracy']:.1%} | {r['dice_mean']:.3f} | {r['dice_glioma']:.3f} | "
-                   f"{r['warned']:.1%} |\n" for r in rows)
+    head = (
+        "| shift | slices | silent 'no tumor' | 'no tumor' with warning | tumor-type acc. (3 classes) | "
+        "Dice mean | Dice glioma | any warning |\n|---|---|---|---|---|---|---|---|\n"
+    )
+    body = "".join(
+        f"| {r['shift']} | {r['n']} | {r['notumor_silent']:.1%} | {r['notumor_warned']:.1%} | "
+        f"{r['tumor_type_accuracy']:.1%} | {r['dice_mean']:.3f} | {r['dice_glioma']:.3f} | "
+        f"{r['warned']:.1%} |\n"
+        for r in rows
+    )
     return f"Model `{model_name}`; {described}.\n\n{head}{body}"
-

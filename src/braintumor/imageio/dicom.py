@@ -43,8 +43,9 @@ def read_dicom(data: bytes, name: str, slice_index: int | None = None) -> Scan:
         syntax = ds.file_meta.get("TransferSyntaxUID", "unknown") if hasattr(ds, "file_meta") else "unknown"
         name_of = getattr(syntax, "name", str(syntax))
         if "handler" in str(err).lower() or "plugin" in str(err).lower() or "decod" in str(err).lower():
-            raise ScanError(name, f"compressed transfer syntax '{name_of}' needs a decoder: "
-                                  "pip install 'braintumor[dicom-codecs]'") from None
+            raise ScanError(
+                name, f"compressed transfer syntax '{name_of}' needs a decoder: pip install 'braintumor[dicom-codecs]'"
+            ) from None
         raise
     pixels = array.astype(np.float32)
     if samples == 3:
@@ -54,8 +55,15 @@ def read_dicom(data: bytes, name: str, slice_index: int | None = None) -> Scan:
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         pixels = pixels.max() + pixels.min() - pixels  # inverted gray scale: high values are dark
     spacing, source = _spacing(ds)
-    return Scan(pixels=pixels.astype(np.float32), name=name, spacing_mm=spacing, spacing_source=source,
-                n_slices=frames, slice_index=index, meta={"format": "DICOM", "modality": str(ds.get("Modality", ""))})
+    return Scan(
+        pixels=pixels.astype(np.float32),
+        name=name,
+        spacing_mm=spacing,
+        spacing_source=source,
+        n_slices=frames,
+        slice_index=index,
+        meta={"format": "DICOM", "modality": str(ds.get("Modality", ""))},
+    )
 
 
 def _dataset(data: bytes, name: str):
@@ -71,10 +79,13 @@ def _dataset(data: bytes, name: str):
         stream.seek(132)
         meta = _read_file_meta_info(stream)
         if str(meta.get("TransferSyntaxUID", "")) == _DEFLATED:
-            body = inflate(name, data[stream.tell():], -15, "deflated DICOM dataset")
-            ds = pydicom.dataset.FileDataset(name, read_dataset(io.BytesIO(body), is_implicit_VR=False,
-                                                                is_little_endian=True), file_meta=meta,
-                                             preamble=data[:128])
+            body = inflate(name, data[stream.tell() :], -15, "deflated DICOM dataset")
+            ds = pydicom.dataset.FileDataset(
+                name,
+                read_dataset(io.BytesIO(body), is_implicit_VR=False, is_little_endian=True),
+                file_meta=meta,
+                preamble=data[:128],
+            )
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # pixel data of a deflated file is native
             return ds
     return pydicom.dcmread(io.BytesIO(data), force=not has_marker)

@@ -15,14 +15,38 @@ import numpy as np
 from braintumor.imageio.dicom import _dataset
 
 #: Type 1/2 attributes of the Patient and General Study modules: the only ones the SEG takes from the source.
-PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
-                 "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+PATIENT_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 _IDENTITY = ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID", "FrameOfReferenceUID")
 _SINGLE_FRAME_GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
-_KEPT = ("SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
-         "PositionReferenceIndicator", "Rows", "Columns", "NumberOfFrames", *_SINGLE_FRAME_GEOMETRY,
-         "SpacingBetweenSlices", "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
-         "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod")
+_KEPT = (
+    "SpecificCharacterSet",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    *_SINGLE_FRAME_GEOMETRY,
+    "SpacingBetweenSlices",
+    "SharedFunctionalGroupsSequence",
+    "PerFrameFunctionalGroupsSequence",
+    "LossyImageCompression",
+    "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod",
+)
 
 
 def write_dicom_seg(source: Path, mask: np.ndarray, frame: int, description: str, path: Path) -> str | None:
@@ -37,28 +61,43 @@ def write_dicom_seg(source: Path, mask: np.ndarray, frame: int, description: str
     missing = _missing(ds)
     if missing:
         return f"no DICOM SEG written: the source lacks {', '.join(missing)}"
-    algorithm = hd.AlgorithmIdentificationSequence(name="braintumor", version=braintumor.__version__,
-                                                   family=codes.cid7162.ArtificialIntelligence)
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="braintumor", version=braintumor.__version__, family=codes.cid7162.ArtificialIntelligence
+    )
     segment = hd.seg.SegmentDescription(
-        segment_number=1, segment_label="Tumor", segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Neoplasm, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm)
+        segment_number=1,
+        segment_label="Tumor",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+    )
     segment.SegmentDescription = description
     positions = None  # a single-frame source: the plane is the source's own
     if "PerFrameFunctionalGroupsSequence" in ds:  # only the analysed frame, placed where that frame lies
-        positions = [hd.PlanePositionSequence.from_sequence(
-            ds.PerFrameFunctionalGroupsSequence[frame].PlanePositionSequence)]
+        positions = [
+            hd.PlanePositionSequence.from_sequence(ds.PerFrameFunctionalGroupsSequence[frame].PlanePositionSequence)
+        ]
     try:
         seg = hd.seg.Segmentation(
-            source_images=[_reduced(ds)], pixel_array=mask.astype(bool)[None], plane_positions=positions,
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[segment],
+            source_images=[_reduced(ds)],
+            pixel_array=mask.astype(bool)[None],
+            plane_positions=positions,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=[segment],
             omit_empty_frames=False,  # an empty mask is still one (empty) frame: "no tumor found here"
-            series_instance_uid=hd.UID(), series_number=1, sop_instance_uid=hd.UID(), instance_number=1,
-            series_description="braintumor tumor outline", content_label="TUMOR",
+            series_instance_uid=hd.UID(),
+            series_number=1,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            series_description="braintumor tumor outline",
+            content_label="TUMOR",
             content_description=description[:64],  # LO
-            manufacturer="braintumor", manufacturer_model_name="braintumor",
+            manufacturer="braintumor",
+            manufacturer_model_name="braintumor",
             software_versions=braintumor.__version__,
-            device_serial_number=braintumor.__version__)  # type 1, and software has no serial number
+            device_serial_number=braintumor.__version__,
+        )  # type 1, and software has no serial number
     except (ValueError, TypeError, AttributeError, KeyError) as err:  # a source highdicom cannot derive from
         return f"no DICOM SEG written: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
     path.parent.mkdir(parents=True, exist_ok=True)

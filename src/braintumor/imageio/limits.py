@@ -23,8 +23,10 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 def check_size(name: str, height: int, width: int) -> None:
     """Refuse slivers and decompression bombs before decoding the pixels."""
     if height * width > MAX_PIXELS:
-        raise ScanError(name, f"image is {width}×{height} px, over the {MAX_PIXELS / 1e6:.1f} Mpx limit "
-                              "(possible decompression bomb)")
+        raise ScanError(
+            name,
+            f"image is {width}×{height} px, over the {MAX_PIXELS / 1e6:.1f} Mpx limit (possible decompression bomb)",
+        )
     if max(height, width) > MAX_SIDE:
         raise ScanError(name, f"image is {width}×{height} px; the longest side may be at most {MAX_SIDE} px")
     if min(height, width) < MIN_SIDE:
@@ -34,8 +36,11 @@ def check_size(name: str, height: int, width: int) -> None:
 def check_declared_bytes(name: str, n_bytes: int, what: str) -> None:
     """Refuse a file whose header declares more data than we ever inflate."""
     if n_bytes > MAX_DECOMPRESSED_BYTES:
-        raise ScanError(name, f"{what} declares {n_bytes / 2**20:.0f} MB of data, over the "
-                              f"{MAX_DECOMPRESSED_BYTES >> 20} MB decompressed-size limit (possible decompression bomb)")
+        raise ScanError(
+            name,
+            f"{what} declares {n_bytes / 2**20:.0f} MB of data, over the "
+            f"{MAX_DECOMPRESSED_BYTES >> 20} MB decompressed-size limit (possible decompression bomb)",
+        )
 
 
 def inflate(name: str, data: bytes, wbits: int, what: str) -> bytes:
@@ -48,8 +53,11 @@ def inflate(name: str, data: bytes, wbits: int, what: str) -> bytes:
         chunk = stream.decompress(pending, step)
         out += chunk
         if len(out) > MAX_DECOMPRESSED_BYTES:
-            raise ScanError(name, f"{what} inflates to more than {MAX_DECOMPRESSED_BYTES >> 20} MB, the "
-                                  "decompressed-size limit (possible decompression bomb)")
+            raise ScanError(
+                name,
+                f"{what} inflates to more than {MAX_DECOMPRESSED_BYTES >> 20} MB, the "
+                "decompressed-size limit (possible decompression bomb)",
+            )
         pending = stream.unconsumed_tail
         if not chunk and not pending:
             break

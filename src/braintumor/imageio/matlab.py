@@ -30,9 +30,14 @@ def read_figshare_mat(data: bytes, name: str, slice_index: int | None = None) ->
     if image.shape == (FIGSHARE_SIDE, FIGSHARE_SIDE):
         spacing = (FIGSHARE_SPACING_MM, FIGSHARE_SPACING_MM)
         source = "Figshare published acquisition (0.49 mm at 512×512)"
-    return Scan(pixels=image, name=name, spacing_mm=spacing, spacing_source=source,
-                mask=None if mask is None else (np.asarray(mask) > 0).astype(np.uint8),
-                meta={"format": "Figshare .mat", "label": label, "patient_id": fields.get("PID")})
+    return Scan(
+        pixels=image,
+        name=name,
+        spacing_mm=spacing,
+        spacing_source=source,
+        mask=None if mask is None else (np.asarray(mask) > 0).astype(np.uint8),
+        meta={"format": "Figshare .mat", "label": label, "patient_id": fields.get("PID")},
+    )
 
 
 def _read_v73(data: bytes, name: str) -> dict:
@@ -68,8 +73,10 @@ def _own(group, key: str, name: str, kind):
     if link is None:
         return None
     if not isinstance(link, h5py.HardLink):
-        raise ScanError(name, f"'{group.name.strip('/')}/{key}' is a {type(link).__name__}; links to other files "
-                              "or objects are refused")
+        raise ScanError(
+            name,
+            f"'{group.name.strip('/')}/{key}' is a {type(link).__name__}; links to other files or objects are refused",
+        )
     item = group[key]
     if not isinstance(item, kind):
         raise ScanError(name, f"'{item.name.strip('/')}' is not a {kind.__name__.lower()}")
@@ -123,7 +130,7 @@ def _check_v5_inflated_size(data: bytes, name: str) -> None:
     order = "<" if data[126:128] == b"IM" else ">"
     position, total = 128, 0
     while position + 8 <= len(data):
-        kind, size = struct.unpack(order + "II", data[position:position + 8])
+        kind, size = struct.unpack(order + "II", data[position : position + 8])
         if kind >> 16:  # small data element: 4 bytes of data in the tag itself
             position += 8
             continue

@@ -33,8 +33,11 @@ def read_nifti(data: bytes, name: str, slice_index: int | None = None) -> Scan:
     while len(shape) > 2 and shape[-1] == 1:  # trailing singleton axes are not dimensions
         shape = shape[:-1]
     if len(shape) not in (2, 3):
-        raise ScanError(name, f"NIfTI has {len(header.get_data_shape())} dimensions {tuple(header.get_data_shape())}; "
-                              "expected a 2-D slice or a 3-D volume")
+        raise ScanError(
+            name,
+            f"NIfTI has {len(header.get_data_shape())} dimensions {tuple(header.get_data_shape())}; "
+            "expected a 2-D slice or a 3-D volume",
+        )
     check_size(name, shape[1], shape[0])
     check_declared_bytes(name, int(np.prod(shape)) * header.get_data_dtype().itemsize, "NIfTI header")
     stream.seek(0)
@@ -44,7 +47,7 @@ def read_nifti(data: bytes, name: str, slice_index: int | None = None) -> Scan:
     if not 0 <= index < n:
         raise ScanError(name, f"slice {index} out of range: the volume has {n} slices")
     proxy = image.dataobj
-    slab = proxy[..., index:index + 1] if len(proxy.shape) == 3 else np.asanyarray(proxy)
+    slab = proxy[..., index : index + 1] if len(proxy.shape) == 3 else np.asanyarray(proxy)
     slab = np.asarray(slab, dtype=np.float32).reshape(shape[0], shape[1], 1)
     ornt = nib.orientations.io_orientation(image.affine)
     canonical = nib.orientations.apply_orientation(slab, ornt)  # array axes → R, A, S
@@ -53,8 +56,15 @@ def read_nifti(data: bytes, name: str, slice_index: int | None = None) -> Scan:
     # radiological display: columns run right → left, rows anterior → posterior or superior → inferior
     pixels = np.ascontiguousarray(plane[::-1, ::-1].T)
     spacing, source = _spacing(header, ornt, normal)
-    return Scan(pixels=pixels, name=name, spacing_mm=spacing, spacing_source=source, n_slices=n,
-                slice_index=index, meta={"format": "NIfTI", "orientation": "".join(nib.aff2axcodes(image.affine))})
+    return Scan(
+        pixels=pixels,
+        name=name,
+        spacing_mm=spacing,
+        spacing_source=source,
+        n_slices=n,
+        slice_index=index,
+        meta={"format": "NIfTI", "orientation": "".join(nib.aff2axcodes(image.affine))},
+    )
 
 
 def _spacing(header, ornt: np.ndarray, normal: int) -> tuple[tuple[float, float] | None, str]:

@@ -17,9 +17,17 @@ Reader = Callable[[bytes, str, int | None], Scan]
 
 # suffix → format name; the reader for each format is imported lazily (pydicom, nibabel, h5py are slow)
 _SUFFIX_FORMAT = {
-    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
-    ".dcm": "dicom", ".dicom": "dicom", ".ima": "dicom",
-    ".nii": "nifti", ".nii.gz": "nifti",
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".dcm": "dicom",
+    ".dicom": "dicom",
+    ".ima": "dicom",
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
     ".mat": "matlab",
 }
 SUPPORTED_SUFFIXES = tuple(_SUFFIX_FORMAT)

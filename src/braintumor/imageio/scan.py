@@ -52,7 +52,9 @@ class Scan:
 def as_spacing(value: float | tuple[float, float] | list[float]) -> tuple[float, float]:
     """``0.49`` or ``(0.49, 0.49)`` → ``(row, col)`` floats; refuses non-positive or non-finite values."""
     # np.isscalar: a number, a NumPy scalar or a numeric string (it narrows neither branch for mypy, hence the casts)
-    numbers = [float(cast(float, value))] * 2 if np.isscalar(value) else [float(v) for v in cast(Iterable[float], value)]
+    numbers = (
+        [float(cast(float, value))] * 2 if np.isscalar(value) else [float(v) for v in cast(Iterable[float], value)]
+    )
     if len(numbers) != 2 or not all(np.isfinite(v) and v > 0 for v in numbers):
         raise ValueError(f"pixel spacing must be one or two positive numbers in mm, got {value!r}")
     return numbers[0], numbers[1]

@@ -100,8 +100,9 @@ class Analyzer:
         calibration = self.card.get("calibration", {})
         self.temperature = float(calibration.get("temperature", 1.0))
         self.ood_threshold = calibration.get("ood_threshold")
-        self.features = FeatureModel.load(verified_file(self.model_dir, OOD, self.card)) \
-            if self.ood_threshold is not None else None
+        self.features = (
+            FeatureModel.load(verified_file(self.model_dir, OOD, self.card)) if self.ood_threshold is not None else None
+        )
 
     @classmethod
     def default(cls) -> Analyzer:
@@ -128,10 +129,13 @@ class Analyzer:
         scans, inputs, geometries = zip(*prepared, strict=True)
         mask_prob, class_prob, features = self.network(np.stack(inputs)[:, None])
         class_prob = apply_temperature(class_prob, self.temperature) if self.temperature != 1.0 else class_prob
-        scores = self.features.score(features) if self.features is not None and features is not None \
-            else [None] * len(scans)
-        return [self._result(s, x, g, m[0], p, spacing_mm, o)
-                for s, x, g, m, p, o in zip(scans, inputs, geometries, mask_prob, class_prob, scores, strict=True)]
+        scores = (
+            self.features.score(features) if self.features is not None and features is not None else [None] * len(scans)
+        )
+        return [
+            self._result(s, x, g, m[0], p, spacing_mm, o)
+            for s, x, g, m, p, o in zip(scans, inputs, geometries, mask_prob, class_prob, scores, strict=True)
+        ]
 
     def network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The graph's raw outputs for a ``(N, 1, size, size)`` batch: mask and class probabilities (before
@@ -139,15 +143,17 @@ class Analyzer:
         outputs = self.session.run(None, {"image": batch})
         return outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None
 
-    def analyze_many(self, sources: Iterable, spacing_mm=None, batch_size: int = 8,
-                     readers: int | None = None) -> Iterator[Result]:
+    def analyze_many(
+        self, sources: Iterable, spacing_mm=None, batch_size: int = 8, readers: int | None = None
+    ) -> Iterator[Result]:
         """Results in input order; an unreadable file yields a Result with ``error`` set, the rest go on.
 
         ``readers`` threads read, decode and preprocess the next files while the network runs (decoders and
         numpy release the GIL); at most a few batches are held in memory."""
         pending: list[tuple[Scan, np.ndarray, Geometry]] = []
-        for item in prefetched(self._read_prepared, sources, window=2 * batch_size,
-                               workers=readers or min(4, os.cpu_count() or 1)):
+        for item in prefetched(
+            self._read_prepared, sources, window=2 * batch_size, workers=readers or min(4, os.cpu_count() or 1)
+        ):
             if isinstance(item, ScanError):
                 yield from self._run(pending, spacing_mm) if pending else ()
                 pending = []
@@ -166,8 +172,16 @@ class Analyzer:
         except ScanError as err:
             return err
 
-    def _result(self, scan: Scan, model_input: np.ndarray, geometry: Geometry, mask_prob: np.ndarray,
-                probs: np.ndarray, spacing_mm, ood_score: float | None = None) -> Result:
+    def _result(
+        self,
+        scan: Scan,
+        model_input: np.ndarray,
+        geometry: Geometry,
+        mask_prob: np.ndarray,
+        probs: np.ndarray,
+        spacing_mm,
+        ood_score: float | None = None,
+    ) -> Result:
         mask = (output_to_image(mask_prob, geometry) >= self.threshold).astype(np.uint8)
         spacing, source = scan.spacing_mm, scan.spacing_source
         if spacing is None and spacing_mm is not None:
@@ -177,17 +191,28 @@ class Analyzer:
         label, decision_warnings = decide(probabilities, mask_prob, self.threshold)
         warnings = input_warnings(scan, model_input) + decision_warnings
         if ood_score is not None and ood_score > self.ood_threshold:
-            warnings.append(f"unlike the images the model was trained on (out-of-distribution score {ood_score:.2f} > "
-                            f"{self.ood_threshold:.2f}): the type, outline and area are unreliable for this input")
+            warnings.append(
+                f"unlike the images the model was trained on (out-of-distribution score {ood_score:.2f} > "
+                f"{self.ood_threshold:.2f}): the type, outline and area are unreliable for this input"
+            )
         if probabilities[label] < LOW_CONFIDENCE:
             warnings.append(f"low confidence ({probabilities[label]:.2f}): treat the tumor type as uncertain")
         warnings += consistency_warnings(label, pixels, mask.size)
         if spacing is None:
             warnings.append("pixel spacing unknown: area not computed (give --spacing-mm)")
-        return Result(file=scan.name, label=label, probabilities=probabilities, mask=mask, tumor_pixels=pixels,
-                      area_cm2=area_cm2(pixels, spacing) if spacing else None, spacing_mm=spacing,
-                      spacing_source=source, ood_score=None if ood_score is None else float(ood_score),
-                      warnings=warnings, scan=scan)
+        return Result(
+            file=scan.name,
+            label=label,
+            probabilities=probabilities,
+            mask=mask,
+            tumor_pixels=pixels,
+            area_cm2=area_cm2(pixels, spacing) if spacing else None,
+            spacing_mm=spacing,
+            spacing_source=source,
+            ood_score=None if ood_score is None else float(ood_score),
+            warnings=warnings,
+            scan=scan,
+        )
 
 
 def prefetched(fn: Callable[[T], R], items: Iterable[T], window: int, workers: int) -> Iterator[R]:

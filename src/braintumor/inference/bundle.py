@@ -41,14 +41,19 @@ def verified_file(model_dir: str | Path, filename: str, card: dict | None = None
     if expected is None:
         raise ScanError(str(path), "the model card lists no SHA-256 for this file; refusing to load it")
     if sha256(path) != expected:
-        raise ScanError(str(path), "SHA-256 does not match the model card (file corrupt or tampered); refusing to load it")
+        raise ScanError(
+            str(path), "SHA-256 does not match the model card (file corrupt or tampered); refusing to load it"
+        )
     return path
 
 
 def record_files(model_dir: str | Path, card: dict) -> dict:
     """Write each model file's SHA-256 and size into ``card`` and save it."""
     model_dir = Path(model_dir)
-    card["files"] = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size}
-                     for p in sorted(model_dir.iterdir()) if p.name in (WEIGHTS, ONNX, OOD)}
+    card["files"] = {
+        p.name: {"sha256": sha256(p), "bytes": p.stat().st_size}
+        for p in sorted(model_dir.iterdir())
+        if p.name in (WEIGHTS, ONNX, OOD)
+    }
     (model_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
     return card

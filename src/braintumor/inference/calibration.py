@@ -36,11 +36,16 @@ class FeatureModel:
         """Root mean squared whitened distance to the nearest class mean: about 1 for typical training images."""
         z = (np.asarray(features, np.float64) - self.center) / self.scale
         projected = (z[:, None, :] - self.means[None]) @ self.components.T  # (N, C, K)
-        return np.sqrt((projected ** 2 / self.variances).mean(axis=-1)).min(axis=1)
+        return np.sqrt((projected**2 / self.variances).mean(axis=-1)).min(axis=1)
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return {"means": self.means, "center": self.center, "scale": self.scale, "components": self.components,
-                "variances": self.variances}
+        return {
+            "means": self.means,
+            "center": self.center,
+            "scale": self.scale,
+            "components": self.components,
+            "variances": self.variances,
+        }
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureModel:

@@ -52,6 +52,8 @@ def decide(probabilities: dict[str, float], mask_prob: np.ndarray, threshold: fl
     if sureness < CONFIDENT_REGION_PROBABILITY:
         return label, []
     tumor = max((c for c in probabilities if c != "notumor"), key=probabilities.__getitem__)
-    return tumor, [f"the classifier said no tumor ({probabilities['notumor']:.0%}) but the segmenter found a confident "
-                   f"tumor region ({fraction:.1%} of the slice, mean probability {sureness:.2f}): reported as {tumor}, "
-                   "the likeliest type; review the image"]
+    return tumor, [
+        f"the classifier said no tumor ({probabilities['notumor']:.0%}) but the segmenter found a confident "
+        f"tumor region ({fraction:.1%} of the slice, mean probability {sureness:.2f}): reported as {tumor}, "
+        "the likeliest type; review the image"
+    ]

@@ -43,9 +43,19 @@ def export_onnx(net: nn.Module, size: int, model_dir: str | Path) -> Path:
     path = Path(model_dir) / ONNX
     wrapper = _Probabilities(net.eval().to(memory_format=torch.contiguous_format)).eval()
     example = torch.zeros(1, 1, size, size)
-    torch.onnx.export(wrapper, (example,), str(path), input_names=["image"],
-                      output_names=["mask_prob", "class_prob", "features"],
-                      dynamic_axes={"image": {0: "batch"}, "mask_prob": {0: "batch"}, "class_prob": {0: "batch"},
-                                    "features": {0: "batch"}},
-                      opset_version=17, dynamo=False)
+    torch.onnx.export(
+        wrapper,
+        (example,),
+        str(path),
+        input_names=["image"],
+        output_names=["mask_prob", "class_prob", "features"],
+        dynamic_axes={
+            "image": {0: "batch"},
+            "mask_prob": {0: "batch"},
+            "class_prob": {0: "batch"},
+            "features": {0: "batch"},
+        },
+        opset_version=17,
+        dynamo=False,
+    )
     return path

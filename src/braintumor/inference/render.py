@@ -45,8 +45,17 @@ def heatmap(pixels: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> Image.I
     """RGB image: the slice under a jet-like colour map of ``cam`` (values in [0, 1])."""
     gray = display_gray(pixels).astype(np.float32)[..., None]
     c = np.clip(cam, 0, 1)[..., None]
-    colour = np.concatenate([np.clip(1.5 - np.abs(4 * c - 3), 0, 1), np.clip(1.5 - np.abs(4 * c - 2), 0, 1),
-                             np.clip(1.5 - np.abs(4 * c - 1), 0, 1)], axis=2) * 255
+    colour = (
+        np.concatenate(
+            [
+                np.clip(1.5 - np.abs(4 * c - 3), 0, 1),
+                np.clip(1.5 - np.abs(4 * c - 2), 0, 1),
+                np.clip(1.5 - np.abs(4 * c - 1), 0, 1),
+            ],
+            axis=2,
+        )
+        * 255
+    )
     return Image.fromarray(((1 - alpha) * gray + alpha * colour).astype(np.uint8))
 
 

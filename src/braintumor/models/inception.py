@@ -17,8 +17,11 @@ log = logging.getLogger(__name__)
 
 class Conv(nn.Sequential):
     def __init__(self, cin: int, cout: int, kernel, stride=1, padding=0):
-        super().__init__(nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False),
-                         nn.BatchNorm2d(cout, eps=1e-3), nn.ReLU(inplace=True))
+        super().__init__(
+            nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(cout, eps=1e-3),
+            nn.ReLU(inplace=True),
+        )
 
 
 class _Branches(nn.Module):
@@ -37,31 +40,48 @@ def _pool_proj(cin: int, cout: int) -> nn.Sequential:
 
 
 def block_a(cin: int, pool: int) -> _Branches:
-    return _Branches(Conv(cin, 64, 1), nn.Sequential(Conv(cin, 48, 1), Conv(48, 64, 5, padding=2)),
-                     nn.Sequential(Conv(cin, 64, 1), Conv(64, 96, 3, padding=1), Conv(96, 96, 3, padding=1)),
-                     _pool_proj(cin, pool))
+    return _Branches(
+        Conv(cin, 64, 1),
+        nn.Sequential(Conv(cin, 48, 1), Conv(48, 64, 5, padding=2)),
+        nn.Sequential(Conv(cin, 64, 1), Conv(64, 96, 3, padding=1), Conv(96, 96, 3, padding=1)),
+        _pool_proj(cin, pool),
+    )
 
 
 def block_b(cin: int) -> _Branches:
-    return _Branches(Conv(cin, 384, 3, stride=2),
-                     nn.Sequential(Conv(cin, 64, 1), Conv(64, 96, 3, padding=1), Conv(96, 96, 3, stride=2)),
-                     nn.MaxPool2d(3, 2))
+    return _Branches(
+        Conv(cin, 384, 3, stride=2),
+        nn.Sequential(Conv(cin, 64, 1), Conv(64, 96, 3, padding=1), Conv(96, 96, 3, stride=2)),
+        nn.MaxPool2d(3, 2),
+    )
 
 
 def block_c(cin: int, c7: int) -> _Branches:
     return _Branches(
         Conv(cin, 192, 1),
         nn.Sequential(Conv(cin, c7, 1), Conv(c7, c7, (1, 7), padding=(0, 3)), Conv(c7, 192, (7, 1), padding=(3, 0))),
-        nn.Sequential(Conv(cin, c7, 1), Conv(c7, c7, (7, 1), padding=(3, 0)), Conv(c7, c7, (1, 7), padding=(0, 3)),
-                      Conv(c7, c7, (7, 1), padding=(3, 0)), Conv(c7, 192, (1, 7), padding=(0, 3))),
-        _pool_proj(cin, 192))
+        nn.Sequential(
+            Conv(cin, c7, 1),
+            Conv(c7, c7, (7, 1), padding=(3, 0)),
+            Conv(c7, c7, (1, 7), padding=(0, 3)),
+            Conv(c7, c7, (7, 1), padding=(3, 0)),
+            Conv(c7, 192, (1, 7), padding=(0, 3)),
+        ),
+        _pool_proj(cin, 192),
+    )
 
 
 def block_d(cin: int) -> _Branches:
-    return _Branches(nn.Sequential(Conv(cin, 192, 1), Conv(192, 320, 3, stride=2)),
-                     nn.Sequential(Conv(cin, 192, 1), Conv(192, 192, (1, 7), padding=(0, 3)),
-                                   Conv(192, 192, (7, 1), padding=(3, 0)), Conv(192, 192, 3, stride=2)),
-                     nn.MaxPool2d(3, 2))
+    return _Branches(
+        nn.Sequential(Conv(cin, 192, 1), Conv(192, 320, 3, stride=2)),
+        nn.Sequential(
+            Conv(cin, 192, 1),
+            Conv(192, 192, (1, 7), padding=(0, 3)),
+            Conv(192, 192, (7, 1), padding=(3, 0)),
+            Conv(192, 192, 3, stride=2),
+        ),
+        nn.MaxPool2d(3, 2),
+    )
 
 
 class _SplitPair(nn.Module):
@@ -77,9 +97,12 @@ class _SplitPair(nn.Module):
 
 
 def block_e(cin: int) -> _Branches:
-    return _Branches(Conv(cin, 320, 1), _SplitPair(Conv(cin, 384, 1), 384),
-                     _SplitPair(nn.Sequential(Conv(cin, 448, 1), Conv(448, 384, 3, padding=1)), 384),
-                     _pool_proj(cin, 192))
+    return _Branches(
+        Conv(cin, 320, 1),
+        _SplitPair(Conv(cin, 384, 1), 384),
+        _SplitPair(nn.Sequential(Conv(cin, 448, 1), Conv(448, 384, 3, padding=1)), 384),
+        _pool_proj(cin, 192),
+    )
 
 
 class InceptionV3(nn.Module):
@@ -88,11 +111,25 @@ class InceptionV3(nn.Module):
     def __init__(self, num_classes: int = 4, in_channels: int = 1):
         super().__init__()
         self.features = nn.Sequential(
-            Conv(in_channels, 32, 3, stride=2), Conv(32, 32, 3), Conv(32, 64, 3, padding=1), nn.MaxPool2d(3, 2),
-            Conv(64, 80, 1), Conv(80, 192, 3), nn.MaxPool2d(3, 2),
-            block_a(192, 32), block_a(256, 64), block_a(288, 64), block_b(288),
-            block_c(768, 128), block_c(768, 160), block_c(768, 160), block_c(768, 192), block_d(768),
-            block_e(1280), block_e(2048))
+            Conv(in_channels, 32, 3, stride=2),
+            Conv(32, 32, 3),
+            Conv(32, 64, 3, padding=1),
+            nn.MaxPool2d(3, 2),
+            Conv(64, 80, 1),
+            Conv(80, 192, 3),
+            nn.MaxPool2d(3, 2),
+            block_a(192, 32),
+            block_a(256, 64),
+            block_a(288, 64),
+            block_b(288),
+            block_c(768, 128),
+            block_c(768, 160),
+            block_c(768, 160),
+            block_c(768, 192),
+            block_d(768),
+            block_e(1280),
+            block_e(2048),
+        )
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5), nn.Linear(2048, num_classes))
 
     def forward(self, x):
@@ -120,6 +157,8 @@ def build_inception_v3(num_classes: int = 4, pretrained: bool = False) -> nn.Mod
     try:
         return _TimmWrapper(timm.create_model("inception_v3", pretrained=True, num_classes=num_classes, in_chans=1))
     except Exception as err:  # offline, hub unreachable, cache missing
-        log.warning("could not download ImageNet weights for inception_v3 (%s); training from scratch",
-                    str(err).splitlines()[0][:120] if str(err) else type(err).__name__)
+        log.warning(
+            "could not download ImageNet weights for inception_v3 (%s); training from scratch",
+            str(err).splitlines()[0][:120] if str(err) else type(err).__name__,
+        )
         return InceptionV3(num_classes)

@@ -15,8 +15,15 @@ class MultiTaskUNet(BasicUNet):
     """encoder (BasicUNet down path) → decoder (BasicUNet up path) → heads (mask logits, class logits)."""
 
     def __init__(self, features=(16, 32, 64, 128, 256, 16), num_classes: int = 4, dropout: float = 0.3):
-        super().__init__(spatial_dims=2, in_channels=1, out_channels=1, features=features, act="relu",
-                         norm=("batch", {"affine": True}), upsample="deconv")
+        super().__init__(
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=1,
+            features=features,
+            act="relu",
+            norm=("batch", {"affine": True}),
+            upsample="deconv",
+        )
         deep, deeper = features[3], features[4]
         self.class_head = nn.Sequential(
             nn.Linear(2 * deeper + deep, 128), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(128, num_classes)

@@ -29,7 +29,7 @@ def _square(array: np.ndarray, fill: float) -> tuple[np.ndarray, Geometry]:
     if h == w:
         return array, Geometry(h, w, 0, 0, side)
     square = np.full((side, side), fill, dtype=array.dtype)
-    square[top:top + h, left:left + w] = array
+    square[top : top + h, left : left + w] = array
     return square, Geometry(h, w, top, left, side)
 
 
@@ -56,6 +56,7 @@ def mask_to_input(mask: np.ndarray, size: int) -> np.ndarray:
 
 def output_to_image(prob: np.ndarray, geometry: Geometry) -> np.ndarray:
     """A ``size × size`` probability map back at the slice's own ``height × width`` (bilinear)."""
-    full = np.asarray(Image.fromarray(prob.astype(np.float32), mode="F").resize((geometry.side, geometry.side),
-                                                                                 Image.BILINEAR))
-    return full[geometry.top:geometry.top + geometry.height, geometry.left:geometry.left + geometry.width]
+    full = np.asarray(
+        Image.fromarray(prob.astype(np.float32), mode="F").resize((geometry.side, geometry.side), Image.BILINEAR)
+    )
+    return full[geometry.top : geometry.top + geometry.height, geometry.left : geometry.left + geometry.width]

@@ -77,28 +77,34 @@ def gamma(value: float) -> Shift:
     def apply(pixels, mask, rng=None):
         lo, hi = float(pixels.min()), float(pixels.max())
         unit = (pixels - lo) / max(hi - lo, 1e-6)
-        return (unit ** value * (hi - lo) + lo).astype(np.float32), mask
+        return (unit**value * (hi - lo) + lo).astype(np.float32), mask
+
     apply.__doc__ = f"Intensity gamma {value:g} (another windowing/contrast curve)."
     return apply
 
 
 def zoom(factor: float) -> Shift:
     """``factor`` > 1: the field of view cropped about the centre (tighter); < 1: padded (looser)."""
+
     def apply(pixels, mask, rng=None):
         h, w = pixels.shape
         if factor >= 1:
             ch, cw = round(h / factor), round(w / factor)
             top, left = (h - ch) // 2, (w - cw) // 2
-            return pixels[top:top + ch, left:left + cw].copy(), mask[top:top + ch, left:left + cw].copy()
+            return pixels[top : top + ch, left : left + cw].copy(), mask[top : top + ch, left : left + cw].copy()
         ph, pw = round(h * (1 / factor - 1) / 2), round(w * (1 / factor - 1) / 2)
-        return (np.pad(pixels, ((ph, ph), (pw, pw)), constant_values=float(pixels.min())),
-                np.pad(mask, ((ph, ph), (pw, pw))))
+        return (
+            np.pad(pixels, ((ph, ph), (pw, pw)), constant_values=float(pixels.min())),
+            np.pad(mask, ((ph, ph), (pw, pw))),
+        )
+
     return apply
 
 
 def rotate90(k: int) -> Shift:
     def apply(pixels, mask, rng=None):
         return np.rot90(pixels, k).copy(), np.rot90(mask, k).copy()
+
     return apply
 
 
@@ -108,6 +114,7 @@ def flip_vertical(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator
 
 def bias_field(strength: float) -> Shift:
     """A smooth multiplicative field, from ``1 - strength`` to ``1 + strength`` across the slice."""
+
     def apply(pixels, mask, rng=None):
         rng = rng or np.random.default_rng(0)
         h, w = pixels.shape
@@ -116,15 +123,18 @@ def bias_field(strength: float) -> Shift:
         field = a * (xx - 0.5) + b * (yy - 0.5) + c * ((xx - 0.5) * (yy - 0.5) * 4)
         field = 1 + strength * field / max(float(np.abs(field).max()), 1e-6)
         return (pixels * field).astype(np.float32), mask
+
     return apply
 
 
 def noise(relative_std: float) -> Shift:
     """Gaussian noise with a standard deviation relative to the slice's intensity range."""
+
     def apply(pixels, mask, rng=None):
         rng = rng or np.random.default_rng(0)
         spread = float(pixels.max() - pixels.min())
         return (pixels + rng.normal(0, relative_std * spread, pixels.shape)).astype(np.float32), mask
+
     return apply
 
 

@@ -74,8 +74,11 @@ class Slots:
     @contextmanager
     def take(self) -> Iterator[None]:
         if self.busy >= self.limit:
-            raise HTTPException(503, f"busy: {self.limit} analyses are running; retry shortly",
-                                headers={"Retry-After": str(RETRY_AFTER_S)})
+            raise HTTPException(
+                503,
+                f"busy: {self.limit} analyses are running; retry shortly",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         self.busy += 1
         try:
             yield
@@ -106,31 +109,44 @@ def analyze_bytes(analyzer: Analyzer, data: bytes, name: str, spacing_mm: float 
     return row
 
 
-def create_app(analyzer: Analyzer, max_concurrent: int | None = None,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+def create_app(
+    analyzer: Analyzer, max_concurrent: int | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES
+) -> FastAPI:
     """The API around one loaded ``analyzer`` (thread-safe, so worker threads share it)."""
     slots = Slots(max_concurrent or default_max_concurrent())
     card = analyzer.card
-    app = FastAPI(title="braintumor", version=__version__,
-                  description="Brain MRI slice analysis: tumor type, outline and area in cm². Research and education "
-                              "only; not a medical device.")
+    app = FastAPI(
+        title="braintumor",
+        version=__version__,
+        description="Brain MRI slice analysis: tumor type, outline and area in cm². Research and education "
+        "only; not a medical device.",
+    )
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
 
-    @app.post("/analyze", responses={413: {"description": "upload over the size limit"},
-                                     422: {"description": "unreadable scan: `detail` is `<file>: <reason>`"},
-                                     503: {"description": "every analysis slot is busy; see Retry-After"}})
-    async def analyze(file: UploadFile = File(description="one slice: PNG, JPEG, TIFF, BMP, DICOM, NIfTI, .mat"),
-                      spacing_mm: float | None = Form(None, gt=0, allow_inf_nan=False,
-                                                      description="pixel size (mm) for files that carry none"),
-                      mask: Literal["png"] | None = Query(None, description="'png': add the mask (0/255, the "
-                                                                                "image's size) as base64 `mask_png`"),
-                      ) -> dict:
+    @app.post(
+        "/analyze",
+        responses={
+            413: {"description": "upload over the size limit"},
+            422: {"description": "unreadable scan: `detail` is `<file>: <reason>`"},
+            503: {"description": "every analysis slot is busy; see Retry-After"},
+        },
+    )
+    async def analyze(
+        file: UploadFile = File(description="one slice: PNG, JPEG, TIFF, BMP, DICOM, NIfTI, .mat"),
+        spacing_mm: float | None = Form(
+            None, gt=0, allow_inf_nan=False, description="pixel size (mm) for files that carry none"
+        ),
+        mask: Literal["png"] | None = Query(
+            None, description="'png': add the mask (0/255, the image's size) as base64 `mask_png`"
+        ),
+    ) -> dict:
         """The JSON object one line of ``braintumor analyze --json`` prints."""
         with slots.take():
             data = await file.read()
             try:
-                return await run_in_threadpool(analyze_bytes, analyzer, data, upload_name(file.filename), spacing_mm,
-                                               mask == "png")
+                return await run_in_threadpool(
+                    analyze_bytes, analyzer, data, upload_name(file.filename), spacing_mm, mask == "png"
+                )
             except ScanError as err:
                 raise HTTPException(422, str(err)) from None
 

@@ -74,18 +74,27 @@ def train_transforms() -> T.Compose:
     """Other sources (skull stripping, z-scoring, contrast), geometry (rotation, zoom over a wide range of fields
     of view, shift, flips, quarter turns), MRI intensity (bias field, gamma, scale, noise)."""
     both = ["image", "mask"]
-    return T.Compose([
-        RandSourceShiftd(prob=0.35),
-        T.RandAffined(both, prob=0.8, rotate_range=0.26, scale_range=0.3, translate_range=(16, 16),
-                      mode=("bilinear", "nearest"), padding_mode="zeros"),
-        T.RandFlipd(both, prob=0.5, spatial_axis=1),
-        T.RandRotate90d(both, prob=0.1),
-        T.RandBiasFieldd("image", prob=0.15, coeff_range=(0.0, 0.2)),
-        T.RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),
-        T.RandScaleIntensityd("image", prob=0.3, factors=0.15),
-        T.RandShiftIntensityd("image", prob=0.3, offsets=0.08),
-        T.RandGaussianNoised("image", prob=0.2, std=0.03),
-    ])
+    return T.Compose(
+        [
+            RandSourceShiftd(prob=0.35),
+            T.RandAffined(
+                both,
+                prob=0.8,
+                rotate_range=0.26,
+                scale_range=0.3,
+                translate_range=(16, 16),
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            ),
+            T.RandFlipd(both, prob=0.5, spatial_axis=1),
+            T.RandRotate90d(both, prob=0.1),
+            T.RandBiasFieldd("image", prob=0.15, coeff_range=(0.0, 0.2)),
+            T.RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),
+            T.RandScaleIntensityd("image", prob=0.3, factors=0.15),
+            T.RandShiftIntensityd("image", prob=0.3, offsets=0.08),
+            T.RandGaussianNoised("image", prob=0.2, std=0.03),
+        ]
+    )
 
 
 class SliceDataset(torch.utils.data.Dataset):

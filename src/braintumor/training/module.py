@@ -14,8 +14,14 @@ from braintumor.models import build_model
 
 
 class SliceModule(L.LightningModule):
-    def __init__(self, arch: str = "multitask_unet", lr: float = 2e-3, weight_decay: float = 1e-4,
-                 class_weights: list[float] | None = None, pretrained: bool = False):
+    def __init__(
+        self,
+        arch: str = "multitask_unet",
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        class_weights: list[float] | None = None,
+        pretrained: bool = False,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.net = build_model(arch, num_classes=len(CLASSES), pretrained=pretrained)
@@ -51,7 +57,11 @@ class SliceModule(L.LightningModule):
         probs = cls.float().softmax(1).cpu().numpy() if cls is not None else np.full((len(labels), 4), np.nan)
         masks = (seg.float() > 0).cpu().numpy()[:, 0] if seg is not None else None
         truth = batch["mask"].cpu().numpy()[:, 0] > 0.5
-        dices = np.array([dice(m, t) for m, t in zip(masks, truth, strict=True)]) if masks is not None else np.full(len(labels), np.nan)
+        dices = (
+            np.array([dice(m, t) for m, t in zip(masks, truth, strict=True)])
+            if masks is not None
+            else np.full(len(labels), np.nan)
+        )
         self._val.append((labels, probs, dices))
 
     def on_validation_epoch_end(self) -> None:
@@ -73,9 +83,9 @@ class SliceModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr,
-                                                    total_steps=max(1, self.trainer.estimated_stepping_batches),
-                                                    pct_start=0.1)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=self.hparams.lr, total_steps=max(1, self.trainer.estimated_stepping_batches), pct_start=0.1
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

@@ -15,8 +15,12 @@ def plot_curves(metrics_csv: Path, out_png: Path) -> None:
     with open(metrics_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for key, ax in (("train_loss", axes[0]), ("val_acc", axes[1]), ("val_tumor_type_acc", axes[1]),
-                    ("val_dice_mean", axes[1])):
+    for key, ax in (
+        ("train_loss", axes[0]),
+        ("val_acc", axes[1]),
+        ("val_tumor_type_acc", axes[1]),
+        ("val_dice_mean", axes[1]),
+    ):
         points = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key)]
         if points:
             ax.plot(*zip(*points, strict=True), label=key, marker=".")

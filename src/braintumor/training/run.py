@@ -81,8 +81,13 @@ def train(cfg: TrainConfig) -> Path:
     counts = np.bincount(cache["label"][train_idx].numpy(), minlength=len(CLASSES)).astype(float)
     class_weights = np.sqrt(counts.sum() / (len(CLASSES) * np.maximum(counts, 1)))  # tempered inverse frequency
     train_loader = torch.utils.data.DataLoader(
-        SliceDataset(cache, train_idx, train_transforms().set_random_state(seed=cfg.seed)), batch_size=cfg.batch_size,
-        shuffle=True, drop_last=True, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+        SliceDataset(cache, train_idx, train_transforms().set_random_state(seed=cfg.seed)),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+    )
     val_loader = torch.utils.data.DataLoader(SliceDataset(cache, val_idx), batch_size=64, num_workers=0)
 
     module = SliceModule(cfg.arch, lr=cfg.lr, class_weights=class_weights.tolist(), pretrained=cfg.pretrained)
@@ -92,12 +97,18 @@ def train(cfg: TrainConfig) -> Path:
     # every epoch, improved or not (Lightning's save_last only follows saves of the best), so --resume loses little
     latest = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", enable_version_counter=False)
     trainer = L.Trainer(
-        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        max_epochs=cfg.epochs,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
         precision=cfg.precision or "bf16-mixed",
         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
         callbacks=[checkpoint, latest, EarlyStopping("val_score", mode="max", patience=cfg.patience)],
-        logger=CSVLogger(out, name="", version=LOGS), log_every_n_steps=10, deterministic=True,
-        enable_progress_bar=cfg.progress, num_sanity_val_steps=0,
+        logger=CSVLogger(out, name="", version=LOGS),
+        log_every_n_steps=10,
+        deterministic=True,
+        enable_progress_bar=cfg.progress,
+        num_sanity_val_steps=0,
     )
     last = out / "checkpoints" / "last.ckpt"
     resuming = cfg.resume and last.is_file()
@@ -131,8 +142,10 @@ def initialise(net, cfg: TrainConfig, val_records) -> None:
         raise ValueError(f"--init {cfg.init}: {err}") from None
     if seen:
         recipe = card.get("training", {}).get("split_recipe", {})
-        raise ValueError(f"--init {cfg.init}: that model was trained on {len(seen)} patients/images of this run's "
-                         f"validation fold; use its split ({recipe}) or another starting point")
+        raise ValueError(
+            f"--init {cfg.init}: that model was trained on {len(seen)} patients/images of this run's "
+            f"validation fold; use its split ({recipe}) or another starting point"
+        )
     net.load_state_dict(source.state_dict())
 
 
@@ -208,7 +221,9 @@ def _best_epoch_metrics(metrics_csv: Path) -> dict:
         return {}
     best = max(rows, key=lambda r: float(r["val_score"]))
     return {k: float(v) for k, v in best.items() if v and k.startswith("val_")} | {
-        "epoch": int(best["epoch"]), "epochs_run": len({r["epoch"] for r in rows})}
+        "epoch": int(best["epoch"]),
+        "epochs_run": len({r["epoch"] for r in rows}),
+    }
 
 
 def _write_model_folder(net, cfg: TrainConfig, records, split, metrics: dict, seconds: float | None) -> None:
@@ -233,50 +248,74 @@ def _write_model_folder(net, cfg: TrainConfig, records, split, metrics: dict, se
     patient_keys = key_block([r for r in records if split[r.id] == "train"])
     start_keys = [b.as_card() for b in trained_keys(init)] if init else []
     sides = {side: Counter(r.label for r in records if split[r.id] == side) for side in ("train", "val")}
-    patients = {side: len({r.patient_id for r in records if split[r.id] == side and r.patient_id})
-                for side in ("train", "val")}
+    patients = {
+        side: len({r.patient_id for r in records if split[r.id] == side and r.patient_id}) for side in ("train", "val")
+    }
     card = {
         "name": f"braintumor-{cfg.arch}",
         "architecture": cfg.arch,
         "task": task,
         "classes": list(CLASSES),
-        "input": {"size": size, "channels": 1,
-                  "preprocessing": "gray; pad to square with the slice minimum; bilinear resize to size×size; "
-                                   "scale the [p0, p99.9] intensity range to [0, 1]"},
+        "input": {
+            "size": size,
+            "channels": 1,
+            "preprocessing": "gray; pad to square with the slice minimum; bilinear resize to size×size; "
+            "scale the [p0, p99.9] intensity range to [0, 1]",
+        },
         "mask_threshold": 0.5,
         "spacing_convention": "the network never sees spacing; area = mask pixels at the image's own size × "
-                              "row × column spacing (mm) / 100, only when the spacing is known",
+        "row × column spacing (mm) / 100, only when the spacing is known",
         "training": {
-            "data": str(cfg.data), "images": {k: dict(v) for k, v in sides.items()}, "patients": patients,
+            "data": str(cfg.data),
+            "images": {k: dict(v) for k, v in sides.items()},
+            "patients": patients,
             "split": f"patient-level class-stratified {cfg.folds}-fold, seed {cfg.seed}, "
-                     f"validation fold {cfg.val_fold}",
+            f"validation fold {cfg.val_fold}",
             "split_recipe": {"folds": cfg.folds, "seed": cfg.seed, "val_fold": cfg.val_fold},
             # one-way keys of every training patient/image, so evaluation can refuse to score them (never raw ids)
-            "patient_keys": patient_keys, "start_patient_keys": start_keys,
-            "initialised_from": {"name": init.get("name"), "command": init["training"].get("command"),
-                                 "weights_sha256": init["files"][WEIGHTS]["sha256"]} if init else None,
-            "epochs_run": metrics.pop("epochs_run", None), "best_epoch": metrics.get("epoch"),
-            "max_epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
+            "patient_keys": patient_keys,
+            "start_patient_keys": start_keys,
+            "initialised_from": {
+                "name": init.get("name"),
+                "command": init["training"].get("command"),
+                "weights_sha256": init["files"][WEIGHTS]["sha256"],
+            }
+            if init
+            else None,
+            "epochs_run": metrics.pop("epochs_run", None),
+            "best_epoch": metrics.get("epoch"),
+            "max_epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "lr": cfg.lr,
+            "seed": cfg.seed,
             "optimisation": "AdamW, one-cycle LR; Dice+BCE per slice (BCE only for seed_unet) + class-weighted "
-                            "cross-entropy with label smoothing 0.05",
-            "seconds": None if seconds is None else round(seconds), "precision": cfg.precision or "bf16-mixed",
+            "cross-entropy with label smoothing 0.05",
+            "seconds": None if seconds is None else round(seconds),
+            "precision": cfg.precision or "bf16-mixed",
             "augmentation": "training images only, every class alike: other-source looks (35%: skull stripping, "
-                            "skull stripping + z-score, gamma 0.6/1.6), affine (±15°, ±30% zoom, ±16 px), "
-                            "left-right flip, quarter turns (10%), bias field, gamma, intensity scale/shift, "
-                            "gaussian noise",
+            "skull stripping + z-score, gamma 0.6/1.6), affine (±15°, ±30% zoom, ±16 px), "
+            "left-right flip, quarter turns (10%), bias field, gamma, intensity scale/shift, "
+            "gaussian noise",
             "command": f"braintumor train --data {cfg.data} --out {cfg.out} --arch {cfg.arch} --size {size} "
-                       f"--epochs {cfg.epochs} --batch-size {cfg.batch_size} --lr {cfg.lr:g} --seed {cfg.seed} "
-                       f"--folds {cfg.folds} --val-fold {cfg.val_fold}"
-                       + (f" --max-minutes {cfg.max_minutes:g}" if cfg.max_minutes else "")
-                       + (f" --init {cfg.init}" if cfg.init else ""),
+            f"--epochs {cfg.epochs} --batch-size {cfg.batch_size} --lr {cfg.lr:g} --seed {cfg.seed} "
+            f"--folds {cfg.folds} --val-fold {cfg.val_fold}"
+            + (f" --max-minutes {cfg.max_minutes:g}" if cfg.max_minutes else "")
+            + (f" --init {cfg.init}" if cfg.init else ""),
         },
-        "validation": {**metrics, "note": "best epoch on the patient-level validation fold at network resolution; "
-                                          "see 'braintumor evaluate' for native-resolution figures"},
-        "software": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
-                     "lightning": lightning.__version__},
+        "validation": {
+            **metrics,
+            "note": "best epoch on the patient-level validation fold at network resolution; "
+            "see 'braintumor evaluate' for native-resolution figures",
+        },
+        "software": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "monai": monai.__version__,
+            "lightning": lightning.__version__,
+        },
         "intended_use": "Research and education only; not a medical device. Trained on 8-bit T1 contrast-enhanced "
-                        "slices of one public dataset (Figshare, Cheng 2017); the no-tumor class comes from another "
-                        "source (Br35H, mostly T2/FLAIR), so it may be recognised by sequence rather than anatomy.",
+        "slices of one public dataset (Figshare, Cheng 2017); the no-tumor class comes from another "
+        "source (Br35H, mostly T2/FLAIR), so it may be recognised by sequence rather than anatomy.",
     }
     record_files(out, card)
     plot_curves(cfg.metrics_csv, out / "curves.png")
