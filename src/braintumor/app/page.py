@@ -3,6 +3,8 @@ given an expert mask, the Dice and area difference.  Run with ``braintumor app``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import streamlit as st
 from streamlit import config
 
@@ -23,6 +25,9 @@ from braintumor.app.views import (
     with_expert,
 )
 from braintumor.inference import Analyzer
+
+if TYPE_CHECKING:  # torch is optional: Grad-CAM needs the 'train' extra
+    from braintumor.inference.explain import Explainer
 
 
 def enforce_options() -> None:
@@ -47,7 +52,7 @@ def analyzer() -> Analyzer:
 
 
 @st.cache_resource(show_spinner="Loading Grad-CAM…")
-def explainer():
+def explainer() -> Explainer:
     from braintumor.inference.bundle import DEFAULT_MODEL_DIR
     from braintumor.inference.explain import Explainer
 
@@ -62,11 +67,11 @@ def _torch_available() -> bool:
 
 def show(view: View, key: str, show_cam: bool) -> None:
     """One analysed slice: pictures, type, area, probabilities, the expert comparison, warnings, downloads."""
-    r = view.result
+    r, scan, _ = view.analysed
     source = (
         "" if r.spacing_mm is None else f" · spacing {r.spacing_mm[0]:g} × {r.spacing_mm[1]:g} mm ({r.spacing_source})"
     )
-    st.caption(f"{view.scan.shape[1]}×{view.scan.shape[0]} px{source}")
+    st.caption(f"{scan.shape[1]}×{scan.shape[0]} px{source}")
     left, right = st.columns(2)
     left.image(view.original, caption="original", width="stretch")
     if show_cam:
@@ -163,8 +168,9 @@ for upload in uploads or []:
     if view.error:
         st.error(f"{upload.name}: {view.error}")
         continue
-    if view.scan.n_slices > 1:
-        st.slider("Slice", 0, view.scan.n_slices - 1, value=view.scan.slice_index, key=f"slice-{key}")
+    scan = view.analysed[1]
+    if scan.n_slices > 1:
+        st.slider("Slice", 0, scan.n_slices - 1, value=scan.slice_index, key=f"slice-{key}")
     truth = st.file_uploader(
         "Expert mask of this slice (optional; same size, nonzero = tumor): shows the Dice and the area difference",
         max_upload_size=MAX_UPLOAD_MB,

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -23,6 +24,9 @@ from braintumor.evaluation.metrics import area_cm2, dice
 from braintumor.imageio import Scan, load_scan
 from braintumor.inference import Analyzer, Result
 from braintumor.inference.render import boundary, caption_of, display_gray, heatmap, overlay
+
+if TYPE_CHECKING:  # torch is optional: Grad-CAM needs the 'train' extra
+    from braintumor.inference.explain import Explainer
 
 MAX_UPLOAD_MB = 64
 # Streamlit settings for a page that strangers use: no telemetry, no error details or developer menu in the
@@ -93,6 +97,7 @@ class Comparison:
 def compare(result: Result, data: bytes, name: str) -> Comparison:
     """Score ``result`` against an expert mask file of the same size (read like any scan, a volume at the scan's
     slice; nonzero = tumor)."""
+    assert result.scan is not None and result.mask is not None, "only a result without an error can be compared"
     index = result.scan.slice_index if result.scan.n_slices > 1 else None
     expert = load_scan(data, name=name, slice_index=index).pixels > 0
     if expert.shape != result.mask.shape:
@@ -106,7 +111,8 @@ def compare(result: Result, data: bytes, name: str) -> Comparison:
         dice=dice(result.mask, expert),
         expert=expert,
         expert_cm2=expert_cm2,
-        difference_cm2=None if expert_cm2 is None else result.area_cm2 - expert_cm2,
+        # a known spacing gives both areas
+        difference_cm2=None if expert_cm2 is None or result.area_cm2 is None else result.area_cm2 - expert_cm2,
     )
 
 
@@ -128,6 +134,13 @@ class View:
     comparison: Comparison | None = None
     comparison_error: str | None = None  # an unusable expert mask; the scan's own result still stands
 
+    # The pictures, mask and JSON exist only for a view without an error (the page draws no others).
+    @property
+    def analysed(self) -> tuple[Result, Scan, np.ndarray]:
+        """The result, scan and mask of a view without an error."""
+        assert self.result is not None and self.scan is not None and self.result.mask is not None, self.error
+        return self.result, self.scan, self.result.mask
+
     def png(self, image: Image.Image) -> bytes:
         buffer = io.BytesIO()
         image.save(buffer, "PNG")
@@ -135,26 +148,29 @@ class View:
 
     @property
     def original(self) -> Image.Image:
-        return Image.fromarray(display_gray(self.scan.pixels))
+        return Image.fromarray(display_gray(self.analysed[1].pixels))
 
     @cached_property  # shown and offered for download: drawn once per rerun
     def overlay(self) -> Image.Image:
-        return overlay(self.scan.pixels, self.result.mask, caption_of(self.result))
+        result, scan, mask = self.analysed
+        return overlay(scan.pixels, mask, caption_of(result))
 
     @cached_property
     def outlines(self) -> Image.Image:
-        return outlines(self.scan.pixels, self.result.mask, self.comparison.expert)
+        _, scan, mask = self.analysed
+        assert self.comparison is not None, "outlines need an expert mask"
+        return outlines(scan.pixels, mask, self.comparison.expert)
 
     @property
     def mask_png(self) -> bytes:
-        return self.png(Image.fromarray(self.result.mask * 255))
+        return self.png(Image.fromarray(self.analysed[2] * 255))
 
     @property
     def json(self) -> str:
-        return json.dumps(self.result.row(), indent=2)
+        return json.dumps(self.analysed[0].row(), indent=2)
 
     def area_text(self) -> str:
-        r = self.result
+        r = self.analysed[0]
         return "needs pixel spacing" if r.area_cm2 is None else f"{r.area_cm2:.2f} cm²"
 
 
@@ -174,7 +190,7 @@ def analyze_upload(
 def with_expert(view: View, data: bytes, name: str) -> View:
     """``view`` compared with an expert mask; a mask that cannot be used becomes ``comparison_error``."""
     try:
-        view.comparison = compare(view.result, data, name)
+        view.comparison = compare(view.analysed[0], data, name)
     except ScanError as err:
         view.comparison_error = err.reason
     except Exception as err:  # as in analyze_upload: the page must survive anything a file can do
@@ -189,8 +205,9 @@ def analyze_example(analyzer: Analyzer, example: Example) -> View:
     return with_expert(view, example.mask.read_bytes(), example.mask.name)
 
 
-def gradcam_image(explainer, view: View) -> Image.Image:
-    return heatmap(view.scan.pixels, explainer.explain(view.scan))
+def gradcam_image(explainer: Explainer, view: View) -> Image.Image:
+    scan = view.analysed[1]
+    return heatmap(scan.pixels, explainer.explain(scan))
 
 
 def results_csv(views: list[View]) -> str:

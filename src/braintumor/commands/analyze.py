@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
 from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from braintumor import CLASSES
 from braintumor.imageio.registry import SUPPORTED_SUFFIXES, suffix_of
+
+if TYPE_CHECKING:  # not imported at run time: `analyze` starts before the model is loaded
+    from concurrent.futures import Future
+
+    from braintumor.inference.analyzer import Result
 
 COLUMNS = [
     "file",
@@ -39,7 +46,7 @@ def expand(inputs: list[Path]) -> list[Path]:
     return files
 
 
-def csv_row(row: dict) -> dict:
+def csv_row(row: dict[str, Any]) -> dict[str, Any]:
     """results.csv cells: spacing as one number or ROWxCOL, warnings joined with '; '."""
     spacing = row["spacing_mm"]
     if spacing is not None:
@@ -48,12 +55,12 @@ def csv_row(row: dict) -> dict:
     return {k: "" if out[k] is None else out[k] for k in COLUMNS}
 
 
-def text_line(result) -> str:
+def text_line(result: Result) -> str:
     if result.error:
         return f"{result.file}: ERROR {result.error}"
     area = (
         "area unknown (no pixel spacing)"
-        if result.area_cm2 is None
+        if result.area_cm2 is None or result.spacing_mm is None  # an area is computed only from a spacing
         else (
             f"area {result.area_cm2:.2f} cm² ({result.tumor_pixels} px at {result.spacing_mm[0]:g}×"
             f"{result.spacing_mm[1]:g} mm, {result.spacing_source})"
@@ -97,7 +104,7 @@ class Outputs:
     input order and flushed as soon as a file's outputs are on disk, so an interrupted run keeps every finished
     row (with the warnings its writing added)."""
 
-    def __init__(self, out: Path, overlay_format: str, append: bool, workers: int):
+    def __init__(self, out: Path, overlay_format: str, append: bool, workers: int) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.out, self.overlay_format = out, overlay_format
@@ -111,20 +118,21 @@ class Outputs:
             self.writer.writeheader()
         self.pool = ThreadPoolExecutor(workers)
         self.workers = workers
-        self.pending: deque = deque()
+        self.pending: deque[tuple[dict[str, Any], Future[list[str]] | None]] = deque()
 
-    def add(self, result, row: dict, stem: str) -> None:
+    def add(self, result: Result, row: dict[str, Any], stem: str) -> None:
         job = self.pool.submit(self._write_files, result, stem) if not result.error else None
         self.pending.append((row, job))
         self._flush(block=len(self.pending) > 4 * self.workers)  # bounded: results hold their images
 
-    def _write_files(self, result, stem: str) -> list[str]:
+    def _write_files(self, result: Result, stem: str) -> list[str]:
         """The PNG mask and overlay, plus the mask in the source's own format (DICOM SEG, NIfTI) so imaging
         tools overlay it on the scan; returns warnings for the row (why no SEG could be written)."""
         from PIL import Image
 
         from braintumor.inference.render import caption_of, overlay
 
+        assert result.mask is not None and result.scan is not None, "add() writes files only for analysed results"
         Image.fromarray(result.mask * 255).save(self.out / "masks" / f"{stem}.png", compress_level=1)
         if self.overlay_format != "none":
             image = overlay(result.scan.pixels, result.mask, caption_of(result))
@@ -166,7 +174,7 @@ class Outputs:
         self.handle.close()
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     import os
 
     from braintumor.inference import Analyzer

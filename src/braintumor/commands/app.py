@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ def command(host: str, port: int) -> list[str]:
     return args
 
 
-def run(args) -> NoReturn:
+def run(args: argparse.Namespace) -> NoReturn:
     """Replace this process with Streamlit, so a signal to the pid the user started stops the server itself."""
     import importlib.util
 

@@ -10,6 +10,7 @@ and with ``--json`` only, as a user runs them.
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import statistics
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +51,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _time_each(fn, items, repeats: int = 3) -> float:
+def _time_each(fn: Callable[[Path], None], items: list[Path], repeats: int = 3) -> float:
     fn(items[0])  # warm-up
     times = []
     for _ in range(repeats):
@@ -65,7 +67,7 @@ def _default(analyzer: Analyzer, path: Path) -> None:
     _ = result.area_cm2, result.contours
 
 
-def _reference_pipeline():
+def _reference_pipeline() -> Callable[[Path], None]:
     import torch
     from PIL import Image
 
@@ -80,11 +82,11 @@ def _reference_pipeline():
         pixels = scan.pixels / max(float(scan.pixels.max()), 1.0)
         image = Image.fromarray(pixels.astype(np.float32), mode="F")
         with torch.inference_mode():
-            x299 = torch.from_numpy(np.array(image.resize((299, 299), Image.BILINEAR)))[None, None]
+            x299 = torch.from_numpy(np.array(image.resize((299, 299), Image.Resampling.BILINEAR)))[None, None]
             classifier(x299)[1].softmax(1)
-            x256 = torch.from_numpy(np.array(image.resize((256, 256), Image.BILINEAR)))[None, None]
+            x256 = torch.from_numpy(np.array(image.resize((256, 256), Image.Resampling.BILINEAR)))[None, None]
             prob = torch.sigmoid(segmenter(x256)[0])[0, 0].numpy()
-        mask = np.asarray(Image.fromarray(prob, mode="F").resize(scan.shape[::-1], Image.BILINEAR)) > 0.5
+        mask = np.asarray(Image.fromarray(prob, mode="F").resize(scan.shape[::-1], Image.Resampling.BILINEAR)) > 0.5
         _ = int(mask.sum()) * 0.49 * 0.49 / 100
 
     return run
@@ -123,7 +125,7 @@ def _end_to_end(
     return 1000 * statistics.median(times) / len(images), max(peaks)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         images = _images(args.images, Path(tmp), args.images_dir)
         e2e_images = _images(args.end_to_end_images, Path(tmp), args.images_dir)

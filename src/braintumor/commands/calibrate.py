@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from braintumor.inference.bundle import DEFAULT_MODEL_DIR, OOD, read_card, record_files
 
+if TYPE_CHECKING:
+    from braintumor.inference import Analyzer
 
-def _with_features(model_dir: Path):
+
+def _with_features(model_dir: Path) -> Analyzer:
     """An Analyzer whose ONNX graph outputs the pooled features; older folders are re-exported from their
     verified safetensors weights (needs the 'train' extra)."""
     from braintumor.inference import Analyzer
@@ -25,7 +30,7 @@ def _with_features(model_dir: Path):
     return Analyzer(model_dir)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from safetensors.numpy import save_file
 
     from braintumor.evaluation.calibration import calibrate

@@ -1,12 +1,13 @@
 """``braintumor cv``: see ``braintumor.evaluation.crossval``."""
 
+import argparse
 import logging
 
 from braintumor.commands.train import config
 from braintumor.evaluation.crossval import cross_validate
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     report = cross_validate(config(args), n_boot=args.bootstrap)
     print(

@@ -1,12 +1,14 @@
 """``braintumor evaluate``: a model folder on a dataset → OUT/report.json, report.md, CSVs, plots, gallery/."""
 
+import argparse
+
 from braintumor.evaluation.evaluate import check_requirements, evaluate, summarise
 from braintumor.evaluation.gallery import write_gallery
 from braintumor.evaluation.report import write_report
 from braintumor.inference import Analyzer
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     check_requirements()  # before any prediction: a missing plotting library must not cost a whole run
     analyzer = Analyzer.load(args.model)
     outcomes, described = evaluate(args.data, analyzer, split=args.split)

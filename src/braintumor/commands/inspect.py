@@ -1,9 +1,11 @@
 """``braintumor inspect FILE``: what the reader sees (size, value range, spacing and its source)."""
 
+import argparse
+
 from braintumor.imageio import load_scan
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     scan = load_scan(args.input, slice_index=args.slice)
     spacing = "unknown" if scan.spacing_mm is None else f"{scan.spacing_mm[0]:g} × {scan.spacing_mm[1]:g} mm"
     print(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
 
 from braintumor.commands.exposure import exposure_warning
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; uvicorn then finishes the requests in flight and frees the port."""
     if any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "multipart")):
         raise ValueError("the HTTP API needs FastAPI and uvicorn: pip install 'braintumor[serve]'")

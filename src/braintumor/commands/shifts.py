@@ -1,5 +1,6 @@
 """``braintumor shifts``: see ``braintumor.evaluation.shifts``."""
 
+import argparse
 import csv
 
 from braintumor.evaluation.shifts import COLUMNS, markdown, shift_table
@@ -7,7 +8,7 @@ from braintumor.inference import Analyzer
 from braintumor.preprocessing.shifts import SHIFTS
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.shift or ()) - set(SHIFTS))
     if unknown:
         raise ValueError(f"unknown shift {', '.join(unknown)}; choose from {', '.join(SHIFTS)}")

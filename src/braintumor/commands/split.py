@@ -1,9 +1,11 @@
 """``braintumor split``: the patient-level k-fold assignment of a dataset, leakage-checked, as CSV."""
 
+import argparse
+
 from braintumor.data import check_no_leakage, patient_kfold, read_manifest, write_manifest
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     records = read_manifest(args.data)
     folds = patient_kfold(records, k=args.folds, seed=args.seed)
     for f in range(args.folds):

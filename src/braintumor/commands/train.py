@@ -1,11 +1,13 @@
 """``braintumor train``: see ``braintumor.training.run``."""
 
+import argparse
 import logging
+from typing import Any
 
 from braintumor.training.run import TrainConfig, train
 
 
-def config(args, **overrides) -> TrainConfig:
+def config(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
     """The TrainConfig of the shared training options (``train`` and ``cv``)."""
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     values = dict(
@@ -34,7 +36,7 @@ def config(args, **overrides) -> TrainConfig:
     return TrainConfig(**(values | overrides))
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         out = train(config(args))

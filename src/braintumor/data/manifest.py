@@ -11,11 +11,15 @@ import csv
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from braintumor import CLASSES
 from braintumor.errors import ScanError
+
+if TYPE_CHECKING:  # imported where used: the readers pull pydicom, nibabel and h5py
+    from braintumor.imageio import Scan
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -172,7 +176,7 @@ def load_mask(record: Record, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def load_record(record: Record):
+def load_record(record: Record) -> tuple[Scan, np.ndarray]:
     """The row's ``Scan`` and its expert mask (from the file itself for Figshare .mat, else ``load_mask``)."""
     from braintumor.imageio import load_scan
 

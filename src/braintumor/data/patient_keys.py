@@ -23,6 +23,7 @@ import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from braintumor.data.manifest import Record
 from braintumor.data.splits import group_of
@@ -99,7 +100,7 @@ def key_block(records: list[Record], params: KeyParams | None = None) -> dict:
     return KeyBlock(params, frozenset(group_keys(records, params).values())).as_card()
 
 
-def _parse_block(block) -> KeyBlock:
+def _parse_block(block: Any) -> KeyBlock:
     kdf = block.get("kdf") if isinstance(block, dict) else None
     if kdf != KDF:
         raise ScanError("model card", f"unsupported patient key block (kdf {kdf!r}); expected {KDF!r}")

@@ -8,6 +8,9 @@ the false-alarm rate that a user can expect.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 from tqdm import tqdm
 
@@ -20,11 +23,16 @@ from braintumor.evaluation.evaluate import select_rows
 from braintumor.inference.calibration import FeatureModel, apply_temperature
 from braintumor.preprocessing import to_model_input
 
+if TYPE_CHECKING:  # evaluation is upstream of inference: an Analyzer is only passed in
+    from braintumor.inference import Analyzer
+
 #: Principal components of the feature model; the threshold's quantile on the fitting half.
 COMPONENTS, QUANTILE = 32, 0.985
 
 
-def network_outputs(analyzer, records: list[Record], batch: int = 32, progress: bool = True):
+def network_outputs(
+    analyzer: Analyzer, records: list[Record], batch: int = 32, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Record]]:
     """Uncalibrated class probabilities, pooled features and labels of ``records`` (unreadable rows skipped)."""
     probs, features, labels, kept = [], [], [], []
     for start in tqdm(range(0, len(records), batch), desc="network", disable=not progress, leave=False):
@@ -80,7 +88,7 @@ def halves(records: list[Record], seed: int = 0) -> np.ndarray:
     return np.array([group_of(r) in first for r in records])
 
 
-def calibrate(data, analyzer, progress: bool = True) -> tuple[dict, FeatureModel]:
+def calibrate(data: str | Path, analyzer: Analyzer, progress: bool = True) -> tuple[dict[str, Any], FeatureModel]:
     """The card's ``calibration`` block and the feature model for ``analyzer``'s model on dataset ``data``."""
     records = read_manifest(data)
     unseen, described = select_rows(records, analyzer.card, "unseen")

@@ -12,6 +12,7 @@ import csv
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def cross_validate(base: TrainConfig, n_boot: int = 1000) -> dict:
     return report
 
 
-def _metric(report: dict, key: str):
+def _metric(report: dict[str, Any], key: str) -> Any:
     if key == "dice_glioma":
         return report["segmentation_per_class"].get("glioma", {}).get("dice_mean")
     return report.get(key)
@@ -147,7 +148,7 @@ def _write_table(rows: list[dict], pooled: dict, out: Path, base: TrainConfig) -
     (out / "cv.md").write_text("\n".join(lines))
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 

@@ -8,6 +8,8 @@ the unseen rows are exactly the model's patient-level validation fold.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -18,6 +20,9 @@ from braintumor.data.patient_keys import trained_groups
 from braintumor.data.splits import group_of
 from braintumor.errors import ScanError
 from braintumor.evaluation import metrics as M
+
+if TYPE_CHECKING:  # evaluation is upstream of inference: the Analyzer is only passed in
+    from braintumor.inference import Analyzer
 
 
 @dataclass
@@ -36,9 +41,28 @@ class SliceOutcome:
     error: str | None = None
 
     @property
+    def scored_pred(self) -> int:
+        """``pred`` of a row that was read (``error`` is None: only such rows are scored)."""
+        assert self.pred is not None, self.error
+        return self.pred
+
+    @property
+    def scored_probs(self) -> np.ndarray:
+        """``probs`` of a row that was read (``error`` is None: only such rows are scored)."""
+        assert self.probs is not None, self.error
+        return self.probs
+
+    @property
+    def area_abs_error_cm2(self) -> float | None:
+        """|predicted − true| tumor area in cm²; None without a spacing."""
+        if self.area_true_cm2 is None or self.area_pred_cm2 is None:
+            return None
+        return abs(self.area_pred_cm2 - self.area_true_cm2)
+
+    @property
     def area_error(self) -> float | None:
         """|predicted − true| / true tumor area; None without a spacing or a true area."""
-        if not self.area_true_cm2:
+        if not self.area_true_cm2 or self.area_pred_cm2 is None:  # both are set together, from the spacing
             return None
         return abs(self.area_pred_cm2 - self.area_true_cm2) / self.area_true_cm2
 
@@ -80,7 +104,9 @@ def check_requirements() -> None:
         ) from None
 
 
-def evaluate(data, analyzer, split: str = "unseen", progress: bool = True) -> tuple[list[SliceOutcome], str]:
+def evaluate(
+    data: str | Path, analyzer: Analyzer, split: str = "unseen", progress: bool = True
+) -> tuple[list[SliceOutcome], str]:
     records, described = select_rows(read_manifest(data), analyzer.card, split)
     outcomes = []
     for r in tqdm(records, desc="evaluating", disable=not progress, leave=False):
@@ -91,6 +117,8 @@ def evaluate(data, analyzer, split: str = "unseen", progress: bool = True) -> tu
             outcomes.append(SliceOutcome(r, true, None, None, error=str(err)))
             continue
         result = analyzer.analyze_scans([scan])[0]
+        mask = result.mask
+        assert mask is not None  # analyze_scans raises rather than return an error result
         probs = np.array([result.probabilities[c] for c in CLASSES])
         o = SliceOutcome(
             r,
@@ -102,21 +130,21 @@ def evaluate(data, analyzer, split: str = "unseen", progress: bool = True) -> tu
         )
         if r.label != "notumor":
             spacing = scan.spacing_mm or ((r.spacing_mm, r.spacing_mm) if r.spacing_mm else None)
-            o.dice, o.iou = M.dice(result.mask, truth), M.iou(result.mask, truth)
+            o.dice, o.iou = M.dice(mask, truth), M.iou(mask, truth)
             if spacing:
-                o.hd95_mm = M.hausdorff95(result.mask, truth, spacing)
+                o.hd95_mm = M.hausdorff95(mask, truth, spacing)
                 o.area_true_cm2 = M.area_cm2(int(truth.sum()), spacing)
-                o.area_pred_cm2 = M.area_cm2(int(result.mask.sum()), spacing)
+                o.area_pred_cm2 = M.area_cm2(int(mask.sum()), spacing)
         outcomes.append(o)
     return outcomes, described
 
 
-def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -> dict:
+def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """All figures of report.json: classification (4-class and 3 tumor types), segmentation, area, CIs."""
     ok = [o for o in outcomes if o.error is None]
     y = np.array([o.true for o in ok])
-    p = np.array([o.pred for o in ok])
-    probs = np.stack([o.probs for o in ok])
+    p = np.array([o.scored_pred for o in ok])
+    probs = np.stack([o.scored_probs for o in ok])
     cm = M.confusion_matrix(y, p, len(CLASSES))
     scores = M.per_class_scores(cm)
     tumor = y < len(TUMOR_CLASSES)
@@ -144,9 +172,7 @@ def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -
         "hd95_mm_median": float(np.median(hd)) if len(hd) else None,
         "hd95_mm_mean": float(hd.mean()) if len(hd) else None,
         "area_error_median": float(np.median(rel)) if len(rel) else None,
-        "area_abs_error_cm2_median": float(np.median([abs(o.area_pred_cm2 - o.area_true_cm2) for o in area]))
-        if area
-        else None,
+        "area_abs_error_cm2_median": float(np.median([o.area_abs_error_cm2 for o in area])) if area else None,
         "missed_tumors": int(sum(o.dice == 0 for o in seg)),
         "notumor_outlined": float(np.mean([o.pred_pixels > 0 for o in ok if o.true == CLASSES.index("notumor")]))
         if any(o.true == CLASSES.index("notumor") for o in ok)
@@ -205,11 +231,11 @@ def bootstrap(ok: list[SliceOutcome], n_boot: int, seed: int) -> dict:
     for _ in range(n_boot):
         sample = [o for k in rng.choice(len(keys), len(keys)) for o in groups[keys[k]]]
         tumor = [o for o in sample if o.true < 3]
-        stats["accuracy"].append(np.mean([o.true == o.pred for o in sample]))
+        stats["accuracy"].append(float(np.mean([o.true == o.pred for o in sample])))
         if tumor:
-            stats["tumor_type_accuracy"].append(np.mean([o.probs[:3].argmax() == o.true for o in tumor]))
-            stats["dice_mean"].append(np.mean([o.dice for o in tumor]))
-            rel = [o.area_error for o in tumor if o.area_true_cm2]
+            stats["tumor_type_accuracy"].append(float(np.mean([o.scored_probs[:3].argmax() == o.true for o in tumor])))
+            stats["dice_mean"].append(float(np.mean([o.dice for o in tumor if o.dice is not None])))  # all, for tumors
+            rel = [e for o in tumor if (e := o.area_error) is not None]  # the rows with a true area
             if rel:
-                stats["area_error_median"].append(np.median(rel))
+                stats["area_error_median"].append(float(np.median(rel)))
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in stats.items() if v}

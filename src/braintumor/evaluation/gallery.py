@@ -12,6 +12,7 @@ import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -23,6 +24,10 @@ from braintumor.errors import ScanError
 from braintumor.evaluation.evaluate import SliceOutcome
 from braintumor.inference.render import display_gray
 
+if TYPE_CHECKING:
+    from braintumor.inference import Analyzer
+
+RGB = tuple[int, int, int]
 BLUE, ORANGE = (0, 114, 178), (230, 159, 0)  # Okabe–Ito: told apart by colour-blind readers too
 WHITE = (255, 255, 255)
 GRAYS = 254  # palette entries for the slice and text; the last two are the outline colours
@@ -41,7 +46,7 @@ class Item:
     outcome: SliceOutcome
 
 
-def write_gallery(outcomes: list[SliceOutcome], analyzer, out: Path) -> None:
+def write_gallery(outcomes: list[SliceOutcome], analyzer: Analyzer, out: Path) -> None:
     """Called after report.json is written: a drawing failure says so and never costs the figures."""
     try:
         _write(outcomes, analyzer, out)
@@ -53,7 +58,7 @@ def write_gallery(outcomes: list[SliceOutcome], analyzer, out: Path) -> None:
         ) from err
 
 
-def _write(outcomes: list[SliceOutcome], analyzer, out: Path) -> None:
+def _write(outcomes: list[SliceOutcome], analyzer: Analyzer, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):  # a rerun must not leave the last run's pictures beside this run's
         old.unlink()
@@ -64,10 +69,11 @@ def _write(outcomes: list[SliceOutcome], analyzer, out: Path) -> None:
     (out / "gallery.md").write_text(markdown(items, credit))
 
 
-def _save_item(item: Item, analyzer, credit: str | None, path: Path) -> None:
+def _save_item(item: Item, analyzer: Analyzer, credit: str | None, path: Path) -> None:
     """The picture, its caption also as PNG text (alt text; the montage re-sets it small)."""
     scan, truth = load_record(item.outcome.record)
     predicted = analyzer.analyze_scans([scan])[0].mask  # as evaluate called it: the outline that was scored
+    assert predicted is not None  # analyze_scans raises rather than return an error result
     text = caption(item.outcome)
     info = PngInfo()
     info.add_text("Title", item.title)
@@ -91,7 +97,7 @@ def choose(outcomes: list[SliceOutcome]) -> list[Item]:
         key=lambda o: (-o.pred_pixels, o.record.id),
     )
     items += [Item(f"notumor_outlined_{k}", f"no tumor, outlined ({k})", o) for k, o in enumerate(outlined[:LISTED], 1)]
-    wrong = sorted((o for o in ok if o.pred != o.true), key=lambda o: (-_rounded(o.probs.max()), o.record.id))
+    wrong = sorted((o for o in ok if o.pred != o.true), key=lambda o: (-_rounded(o.scored_probs.max()), o.record.id))
     items += [
         Item(f"misclassified_{k}", f"misclassified ({k}, most confident first)", o)
         for k, o in enumerate(wrong[:LISTED], 1)
@@ -101,13 +107,13 @@ def choose(outcomes: list[SliceOutcome]) -> list[Item]:
 
 def _extremes(label: str, seg: list[SliceOutcome]) -> list[Item]:
     """Best, median (the lower one for an even count) and worst by Dice, each slice once."""
-    ranked = sorted(seg, key=lambda o: (_rounded(o.dice), o.record.id))
+    ranked = sorted(seg, key=lambda o: (_dice(o), o.record.id))
     roles: dict[int, str] = {}
     for role, k in (("best", len(ranked) - 1), ("worst", 0), ("median", (len(ranked) - 1) // 2)):
         roles.setdefault(k, role)
     return (
         [
-            Item(f"{label}_{roles[k]}_dice{_rounded(ranked[k].dice):.2f}", f"{label}, {roles[k]} Dice", ranked[k])
+            Item(f"{label}_{roles[k]}_dice{_dice(ranked[k]):.2f}", f"{label}, {roles[k]} Dice", ranked[k])
             for k in sorted(roles, reverse=True)
         ]
         if ranked
@@ -120,18 +126,23 @@ def is_figshare(records: list[Record]) -> bool:
     return any(r.image.suffix.lower() == ".mat" or re.fullmatch(r"fs\d+", r.id) for r in records)
 
 
-def _rounded(value) -> float:
+def _rounded(value: float) -> float:
     """As per_slice.csv writes it: the gallery shows, and ranks by, the same numbers (ties broken by id)."""
     return round(float(value), 4)
 
 
-def _figure(value) -> str:
+def _dice(o: SliceOutcome) -> float:
+    assert o.dice is not None, "only rows with a Dice (tumor rows) are ranked by it"
+    return _rounded(o.dice)
+
+
+def _figure(value: float | None) -> str:
     return "n/a" if value is None else str(_rounded(value))
 
 
 def caption(o: SliceOutcome) -> str:
     """Two lines: the decision and its confidence, then how well the outline matches."""
-    decision = f"true {o.record.label} / predicted {CLASSES[o.pred]}, confidence {_figure(o.probs.max())}"
+    decision = f"true {o.record.label} / predicted {CLASSES[o.scored_pred]}, confidence {_figure(o.scored_probs.max())}"
     if o.dice is None:
         return f"{decision}\nno tumor in truth; " + (
             f"predicted outline {o.pred_pixels} px" if o.pred_pixels else "no outline predicted"
@@ -160,8 +171,8 @@ def markdown(items: list[Item], credit: str | None) -> str:
     for item in items:
         o = item.outcome
         lines.append(
-            f"| {item.title} | ![{item.title}]({item.name}.png) | {o.record.label} | {CLASSES[o.pred]} | "
-            f"{_figure(o.probs.max())} | {_figure(o.dice)} | {_figure(o.area_true_cm2)} | "
+            f"| {item.title} | ![{item.title}]({item.name}.png) | {o.record.label} | {CLASSES[o.scored_pred]} | "
+            f"{_figure(o.scored_probs.max())} | {_figure(o.dice)} | {_figure(o.area_true_cm2)} | "
             f"{_figure(o.area_pred_cm2)} |"
         )
     return "\n".join(lines) + "\n"
@@ -185,10 +196,10 @@ def render(pixels: np.ndarray, truth: np.ndarray, predicted: np.ndarray, title: 
     image.paste(Image.fromarray(display_gray(pixels)).resize(size, Image.Resampling.BICUBIC))
     draw = ImageDraw.Draw(image)
     width = max(2, round(size[0] / 170))
-    for line in _contours(truth, scale):
-        draw.line(line, fill=BLUE, width=width, joint="curve")
-    for line in _contours(predicted, scale):
-        _dashed(draw, line, ORANGE, width)
+    for polyline in _contours(truth, scale):
+        draw.line(polyline, fill=BLUE, width=width, joint="curve")
+    for polyline in _contours(predicted, scale):
+        _dashed(draw, polyline, ORANGE, width)
     for k, line in enumerate(lines):
         _text(draw, (step // 3, size[1] + step // 4 + k * step), line, font)
     _legend(draw, (step // 3, size[1] + step // 4 + len(lines) * step), font, width)
@@ -207,7 +218,7 @@ def _contours(mask: np.ndarray, scale: float) -> list[list[tuple[float, float]]]
     ]
 
 
-def _dashed(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill, width: int) -> None:
+def _dashed(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill: RGB, width: int) -> None:
     """A dashed polyline whose pattern runs on along the whole outline: a line style, not only a colour."""
     on, period = 4 * width, 7 * width
     travelled = 0.0
@@ -228,7 +239,7 @@ def _dashed(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill, 
         travelled += length
 
 
-def _legend(draw: ImageDraw.ImageDraw, xy: tuple[int, int], font, width: int) -> None:
+def _legend(draw: ImageDraw.ImageDraw, xy: tuple[float, float], font: ImageFont.FreeTypeFont, width: int) -> None:
     x, y = xy
     middle = y + font.size // 2 + 1
     sample = 3 * font.size
@@ -243,10 +254,13 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
     try:
         return ImageFont.truetype("DejaVuSans.ttf", size)
     except OSError:  # no DejaVu on this system: Pillow's own font
-        return ImageFont.load_default(size=size)
+        font = ImageFont.load_default(size=size)
+    if not isinstance(font, ImageFont.FreeTypeFont):  # a Pillow built without FreeType has no font of a size
+        raise ScanError("gallery", "Pillow was built without FreeType: no font to caption the pictures with")
+    return font
 
 
-def _text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font) -> int:
+def _text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, font: ImageFont.FreeTypeFont) -> int:
     """Draw white text and return its width; Pillow's own font lacks '²'."""
     if not isinstance(getattr(font, "path", None), str):
         text = text.replace("²", "2")
@@ -308,7 +322,7 @@ def _find(gallery: Path, label: str, roles: tuple[str, ...]) -> Path | None:
     return None
 
 
-def _tile(path: Path, font) -> tuple[Image.Image, list[str], str | None]:
+def _tile(path: Path, font: ImageFont.FreeTypeFont) -> tuple[Image.Image, list[str], str | None]:
     """The slice part of a gallery picture shrunk to the tile, its caption re-set small, its credit."""
     with Image.open(path) as picture:
         picture.load()
@@ -332,7 +346,7 @@ def _zoom(picture: Image.Image, height: int) -> Image.Image:
     return picture.crop((left, top, left + side, top + side))
 
 
-def _wrap(text: str, font, width: int) -> list[str]:
+def _wrap(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
     lines = [""]
     for word in text.split():
         joined = f"{lines[-1]} {word}".strip()

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from braintumor import CLASSES, TUMOR_CLASSES
 from braintumor.errors import ScanError
 
+if TYPE_CHECKING:
+    from braintumor.evaluation.evaluate import SliceOutcome
 
-def write_report(report: dict, outcomes, out: Path, described: str, model_card: dict) -> None:
+
+def write_report(
+    report: dict[str, Any], outcomes: list[SliceOutcome], out: Path, described: str, model_card: dict[str, Any]
+) -> None:
     """Figures first (report.json, report.md, CSVs), plots last: a plotting failure never loses the figures."""
     out.mkdir(parents=True, exist_ok=True)
     report = {
@@ -38,7 +45,7 @@ def write_report(report: dict, outcomes, out: Path, described: str, model_card: 
         ) from err
 
 
-def _per_slice_csv(outcomes, path: Path) -> None:
+def _per_slice_csv(outcomes: list[SliceOutcome], path: Path) -> None:
     fields = [
         "id",
         "patient_id",
@@ -72,7 +79,7 @@ def _per_slice_csv(outcomes, path: Path) -> None:
             )
 
 
-def _matrix_csv(matrix, names, path: Path) -> None:
+def _matrix_csv(matrix: np.ndarray, names: Sequence[str], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["true \\ predicted", *names])
@@ -80,7 +87,7 @@ def _matrix_csv(matrix, names, path: Path) -> None:
             writer.writerow([name, *row])
 
 
-def _plots(report: dict, outcomes, out: Path) -> None:
+def _plots(report: dict[str, Any], outcomes: list[SliceOutcome], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,9 +115,10 @@ def _plots(report: dict, outcomes, out: Path) -> None:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         axes[0].hist([o.dice for o in seg], bins=20, range=(0, 1))
         axes[0].set_title("Dice per tumor slice")
-        area = [o for o in seg if o.area_true_cm2]
-        axes[1].scatter([o.area_true_cm2 for o in area], [o.area_pred_cm2 for o in area], s=8)
-        top = max([o.area_true_cm2 for o in area] + [o.area_pred_cm2 for o in area] + [1])
+        # (true, predicted) where a true area exists; both are computed from the same spacing
+        area = [(o.area_true_cm2, o.area_pred_cm2) for o in seg if o.area_true_cm2 and o.area_pred_cm2 is not None]
+        axes[1].scatter([t for t, _ in area], [p for _, p in area], s=8)
+        top = max([t for t, _ in area] + [p for _, p in area] + [1])
         axes[1].plot([0, top], [0, top], "k--", lw=1)
         axes[1].set_xlabel("true area (cm²)")
         axes[1].set_ylabel("predicted area (cm²)")
@@ -119,7 +127,7 @@ def _plots(report: dict, outcomes, out: Path) -> None:
         plt.close(fig)
 
 
-def _reliability_plot(table: list[dict], ece: float, path: Path, plt) -> None:
+def _reliability_plot(table: list[dict[str, Any]], ece: float, path: Path, plt: Any) -> None:
     """Accuracy against confidence per bin: on the diagonal, "90% confidence" means 90% right."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
@@ -138,7 +146,7 @@ def _reliability_plot(table: list[dict], ece: float, path: Path, plt) -> None:
     plt.close(fig)
 
 
-def _fmt(value, pct=False) -> str:
+def _fmt(value: float | None, pct: bool = False) -> str:
     if value is None:
         return "n/a"
     return f"{100 * value:.1f}%" if pct else f"{value:.3f}"

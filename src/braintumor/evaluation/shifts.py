@@ -8,6 +8,8 @@ no warning at all, the worst answer the product can give.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -18,6 +20,9 @@ from braintumor.errors import ScanError
 from braintumor.evaluation import metrics as M
 from braintumor.evaluation.evaluate import select_rows
 from braintumor.preprocessing.shifts import SHIFTS
+
+if TYPE_CHECKING:  # evaluation is upstream of inference: an Analyzer is only passed in
+    from braintumor.inference import Analyzer
 
 COLUMNS = (
     "shift",
@@ -32,8 +37,13 @@ COLUMNS = (
 
 
 def shift_table(
-    data, analyzer, names: list[str] | None = None, limit: int | None = None, seed: int = 0, progress: bool = True
-) -> tuple[list[dict], str]:
+    data: str | Path,
+    analyzer: Analyzer,
+    names: list[str] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], str]:
     """One row per shift (``none`` first) over the unseen tumor slices of ``data``."""
     records, described = select_rows(read_manifest(data), analyzer.card, "unseen")
     records = [r for r in records if r.label in TUMOR_CLASSES]
@@ -54,6 +64,7 @@ def shift_table(
             pixels, mask = (scan.pixels, truth) if shift is None else shift(scan.pixels, truth, rng)
             # a spacing, so that "warned" counts only warnings about the result (1 mm where the row has none)
             result = analyzer.analyze_scans([replace(scan, pixels=pixels, mask=None)], r.spacing_mm or 1.0)[0]
+            assert result.mask is not None  # analyze_scans raises rather than return an error result
             outcomes.append((r.label, result, M.dice(result.mask, mask > 0)))
         rows.append(_row(name, outcomes))
     return rows, f"{len(slices)} tumor slices of {described}"

@@ -6,12 +6,16 @@ of a multi-frame file is decoded."""
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from braintumor.errors import ScanError
 from braintumor.imageio.limits import check_declared_bytes, check_size, inflate
 from braintumor.imageio.scan import LUMA, Scan
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 
@@ -66,7 +70,7 @@ def read_dicom(data: bytes, name: str, slice_index: int | None = None) -> Scan:
     )
 
 
-def _dataset(data: bytes, name: str):
+def _dataset(data: bytes, name: str) -> Dataset:
     """The dataset; a Deflated Explicit VR Little Endian body is inflated here with the size cap (pydicom
     would inflate it whole, however large)."""
     import pydicom
@@ -91,7 +95,7 @@ def _dataset(data: bytes, name: str):
     return pydicom.dcmread(io.BytesIO(data), force=not has_marker)
 
 
-def _spacing(ds) -> tuple[tuple[float, float] | None, str]:
+def _spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str]:
     """PixelSpacing is (row spacing, column spacing), i.e. vertical then horizontal, in mm."""
     value = ds.get("PixelSpacing")
     for sequence in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):

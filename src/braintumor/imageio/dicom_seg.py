@@ -9,10 +9,14 @@ attributes, institution or station of the scanner) reaches the SEG, and nothing 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from braintumor.imageio.dicom import _dataset
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 #: Type 1/2 attributes of the Patient and General Study modules: the only ones the SEG takes from the source.
 PATIENT_STUDY = (
@@ -105,7 +109,7 @@ def write_dicom_seg(source: Path, mask: np.ndarray, frame: int, description: str
     return None
 
 
-def _missing(ds) -> list[str]:
+def _missing(ds: Dataset) -> list[str]:
     """What the source lacks for a SEG that lies on it: its identity, frame of reference and plane geometry."""
     missing = [k for k in _IDENTITY if not ds.get(k)]
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -122,14 +126,14 @@ def _missing(ds) -> list[str]:
     return missing
 
 
-def _reduced(ds):
+def _reduced(ds: Dataset) -> Dataset:
     """The source as highdicom sees it: identity, geometry and the required patient/study attributes only."""
     from pydicom.dataset import Dataset
 
     reduced = Dataset()
     for keyword in _KEPT:
         if keyword in ds:
-            setattr(reduced, keyword, ds.data_element(keyword).value)
+            setattr(reduced, keyword, ds[keyword].value)
     for keyword in PATIENT_STUDY:
         setattr(reduced, keyword, ds.get(keyword) or None)  # type 2: present, empty when unknown
     reduced.SliceThickness = ds.get("SliceThickness")  # type 2, and highdicom reads it unconditionally

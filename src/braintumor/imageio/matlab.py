@@ -7,6 +7,7 @@ before a dataset or a compressed MATLAB v5 element is inflated."""
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def read_figshare_mat(data: bytes, name: str, slice_index: int | None = None) ->
     )
 
 
-def _read_v73(data: bytes, name: str) -> dict:
+def _read_v73(data: bytes, name: str) -> dict[str, Any]:
     import h5py
 
     with h5py.File(io.BytesIO(data), "r") as f:
@@ -50,7 +51,8 @@ def _read_v73(data: bytes, name: str) -> dict:
         image = _own(group, "image", name, h5py.Dataset)
         if image is None:
             raise ScanError(name, "'cjdata' has no 'image'")
-        fields = {"image": _array(image, name, "cjdata/image", 2).T}  # MATLAB is column-major: transpose
+        # MATLAB is column-major: transpose
+        fields: dict[str, Any] = {"image": _array(image, name, "cjdata/image", 2).T}
         for key, ndim in (("tumorMask", 2), ("label", 2), ("PID", 2)):
             dataset = _own(group, key, name, h5py.Dataset)
             if dataset is not None:
@@ -64,7 +66,7 @@ def _read_v73(data: bytes, name: str) -> dict:
     return fields
 
 
-def _own(group, key: str, name: str, kind):
+def _own(group: Any, key: str, name: str, kind: type) -> Any:  # h5py has no type information
     """``group[key]`` only when it is a plain object of this file: an external or soft link could point at any
     file or object on the server, so it is refused before it is followed."""
     import h5py
@@ -83,13 +85,13 @@ def _own(group, key: str, name: str, kind):
     return item
 
 
-def _array(dataset, name: str, path: str, ndim: int, small: bool = False) -> np.ndarray:
+def _array(dataset: Any, name: str, path: str, ndim: int, small: bool = False) -> np.ndarray:
     """Read a dataset after checking that its bytes live in this file and that its declared size is sane."""
     if dataset.is_virtual or dataset.external:
         raise ScanError(name, f"'{path}' keeps its data outside the file (external or virtual storage); refused")
     if dataset.dtype.kind not in "biuf":
         raise ScanError(name, f"'{path}' is not numeric (type {dataset.dtype})")
-    shape = dataset.shape or ()
+    shape: tuple[int, ...] = dataset.shape or ()
     if len(shape) > ndim:
         raise ScanError(name, f"'{path}' has shape {shape}; expected at most {ndim} dimensions")
     if small:
@@ -105,15 +107,16 @@ def _array(dataset, name: str, path: str, ndim: int, small: bool = False) -> np.
     return np.asarray(dataset[()])
 
 
-def _read_v5(data: bytes, name: str) -> dict:
+def _read_v5(data: bytes, name: str) -> dict[str, Any]:
     from scipy.io import loadmat
 
     _check_v5_inflated_size(data, name)
-    content = loadmat(io.BytesIO(data), squeeze_me=True, struct_as_record=False)
+    # scipy-stubs type file_name as a path only; loadmat documents and accepts an open file-like object too
+    content = loadmat(io.BytesIO(data), squeeze_me=True, struct_as_record=False)  # type: ignore[arg-type]
     if "cjdata" not in content:
         raise ScanError(name, "MATLAB file has no 'cjdata' struct (not a Figshare brain tumor file)")
     cj = content["cjdata"]
-    fields = {"image": np.asarray(cj.image)}
+    fields: dict[str, Any] = {"image": np.asarray(cj.image)}
     for key in ("tumorMask", "label", "PID"):
         if hasattr(cj, key):
             fields[key] = getattr(cj, key)

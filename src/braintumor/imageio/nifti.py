@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import gzip
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from braintumor.errors import ScanError
 from braintumor.imageio.limits import check_declared_bytes, check_size
 from braintumor.imageio.scan import Scan
+
+if TYPE_CHECKING:
+    from nibabel import Nifti1Header  # Nifti2Header is a subclass
 
 #: ``xyzt_units`` spatial codes (as nibabel names them) → mm
 _TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001}
@@ -67,7 +71,7 @@ def read_nifti(data: bytes, name: str, slice_index: int | None = None) -> Scan:
     )
 
 
-def _spacing(header, ornt: np.ndarray, normal: int) -> tuple[tuple[float, float] | None, str]:
+def _spacing(header: Nifti1Header, ornt: np.ndarray, normal: int) -> tuple[tuple[float, float] | None, str]:
     """(row, col) spacing in mm of the displayed plane, or unknown; unset units follow the common mm default."""
     zooms = list(header.get_zooms()[:3]) + [1.0] * (3 - len(header.get_zooms()[:3]))
     canonical = [0.0, 0.0, 0.0]

@@ -9,8 +9,12 @@ from __future__ import annotations
 import gzip
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # nibabel is imported where used (it is slow to import)
+    from nibabel import Nifti1Header, Nifti1Image
 
 
 def write_nifti_mask(source: Path, mask: np.ndarray, index: int, description: str, path: Path) -> None:
@@ -35,7 +39,7 @@ def write_nifti_mask(source: Path, mask: np.ndarray, index: int, description: st
     nib.save(klass(volume.reshape(shape), None, header), path)  # an in-memory array is saved unscaled
 
 
-def _header(source: Path):
+def _header(source: Path) -> tuple[type[Nifti1Image], Nifti1Header]:
     """The image class and the bare header of ``source``, read as ``read_nifti`` reads it (gzip recognised by its
     content, not the suffix).  Only the header's bytes are read: not the data, and not the header extensions,
     which may carry the source's DICOM attributes while the mask needs its geometry only."""

@@ -102,6 +102,7 @@ def load_scan(source: Source, name: str | None = None, slice_index: int | None =
     if claimed and actual and claimed != actual:
         raise ScanError(name, f"content is {actual} data but the extension {suffix!r} says {claimed}")
     fmt = actual or claimed
+    assert fmt is not None  # neither a known suffix nor known content was refused above
     try:
         scan = _reader(fmt)(data, name, slice_index)
     except ScanError:

@@ -39,10 +39,12 @@ class Scan:
         from PIL import Image
 
         h, w = self.shape
-        pixels = np.asarray(Image.fromarray(self.pixels).resize((width, height), Image.BILINEAR))
+        pixels = np.asarray(Image.fromarray(self.pixels).resize((width, height), Image.Resampling.BILINEAR))
         mask = None
         if self.mask is not None:
-            mask = np.asarray(Image.fromarray(self.mask.astype(np.uint8)).resize((width, height), Image.NEAREST))
+            mask = np.asarray(
+                Image.fromarray(self.mask.astype(np.uint8)).resize((width, height), Image.Resampling.NEAREST)
+            )
         spacing = None
         if self.spacing_mm is not None:
             spacing = (self.spacing_mm[0] * h / height, self.spacing_mm[1] * w / width)

@@ -20,12 +20,17 @@ from braintumor import CLASSES
 from braintumor.errors import ScanError
 from braintumor.evaluation.metrics import area_cm2
 from braintumor.imageio import Scan, as_spacing, load_scan
+from braintumor.imageio.registry import Source
 from braintumor.inference.bundle import DEFAULT_MODEL_DIR, ONNX, OOD, read_card, verified_file
 from braintumor.inference.calibration import FeatureModel, apply_temperature
 from braintumor.inference.checks import consistency_warnings, decide, input_warnings
 from braintumor.preprocessing import Geometry, output_to_image, to_model_input
 
-T, R = TypeVar("T"), TypeVar("R")
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: a pixel spacing given by the caller: one number (mm) or (row, col)
+SpacingArg = float | tuple[float, float] | list[float] | None
 
 #: Below this top probability the type is reported as uncertain.
 LOW_CONFIDENCE = 0.6
@@ -113,19 +118,25 @@ class Analyzer:
     def load(cls, model_dir: str | Path | None = None) -> Analyzer:
         return cls(model_dir) if model_dir else cls.default()
 
-    def analyze(self, source, spacing_mm=None, name: str | None = None, slice_index: int | None = None) -> Result:
+    def analyze(
+        self,
+        source: Source | Scan,
+        spacing_mm: SpacingArg = None,
+        name: str | None = None,
+        slice_index: int | None = None,
+    ) -> Result:
         """Analyse one scan (path, bytes + ``name``, or a ``Scan``); read errors raise ``ScanError``."""
         scan = source if isinstance(source, Scan) else load_scan(source, name=name, slice_index=slice_index)
         return self.analyze_scans([scan], spacing_mm)[0]
 
-    def analyze_scans(self, scans: list[Scan], spacing_mm=None) -> list[Result]:
+    def analyze_scans(self, scans: list[Scan], spacing_mm: SpacingArg = None) -> list[Result]:
         """One network run for a batch of scans."""
         return self._run([self._prepare(s) for s in scans], spacing_mm)
 
     def _prepare(self, scan: Scan) -> tuple[Scan, np.ndarray, Geometry]:
         return (scan, *to_model_input(scan.pixels, self.size))
 
-    def _run(self, prepared: list[tuple[Scan, np.ndarray, Geometry]], spacing_mm) -> list[Result]:
+    def _run(self, prepared: list[tuple[Scan, np.ndarray, Geometry]], spacing_mm: SpacingArg) -> list[Result]:
         scans, inputs, geometries = zip(*prepared, strict=True)
         mask_prob, class_prob, features = self.network(np.stack(inputs)[:, None])
         class_prob = apply_temperature(class_prob, self.temperature) if self.temperature != 1.0 else class_prob
@@ -144,7 +155,11 @@ class Analyzer:
         return outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None
 
     def analyze_many(
-        self, sources: Iterable, spacing_mm=None, batch_size: int = 8, readers: int | None = None
+        self,
+        sources: Iterable[Source | Scan],
+        spacing_mm: SpacingArg = None,
+        batch_size: int = 8,
+        readers: int | None = None,
     ) -> Iterator[Result]:
         """Results in input order; an unreadable file yields a Result with ``error`` set, the rest go on.
 
@@ -166,7 +181,7 @@ class Analyzer:
         if pending:
             yield from self._run(pending, spacing_mm)
 
-    def _read_prepared(self, source) -> tuple[Scan, np.ndarray, Geometry] | ScanError:
+    def _read_prepared(self, source: Source | Scan) -> tuple[Scan, np.ndarray, Geometry] | ScanError:
         try:
             return self._prepare(source if isinstance(source, Scan) else load_scan(source))
         except ScanError as err:
@@ -179,7 +194,7 @@ class Analyzer:
         geometry: Geometry,
         mask_prob: np.ndarray,
         probs: np.ndarray,
-        spacing_mm,
+        spacing_mm: SpacingArg,
         ood_score: float | None = None,
     ) -> Result:
         mask = (output_to_image(mask_prob, geometry) >= self.threshold).astype(np.uint8)

@@ -23,7 +23,7 @@ class _ClassLogits(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)[1]
 
 

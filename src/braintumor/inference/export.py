@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -10,6 +11,9 @@ from torch import nn
 
 from braintumor.inference.bundle import ONNX, WEIGHTS, read_card, verified_file
 from braintumor.models import build_model
+
+if TYPE_CHECKING:  # imported where used: it pulls MONAI
+    from braintumor.models.multitask_unet import MultiTaskUNet
 
 
 def save_weights(net: nn.Module, model_dir: str | Path) -> Path:
@@ -30,18 +34,23 @@ class _Probabilities(nn.Module):
     """The graph we ship: probabilities, not logits, so the ONNX path needs no post-processing maths; and the
     pooled encoder features, from which the out-of-distribution score is computed."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: MultiTaskUNet) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         seg, cls, features = self.net.forward_with_features(x)
         return torch.sigmoid(seg), torch.softmax(cls, dim=1), features
 
 
 def export_onnx(net: nn.Module, size: int, model_dir: str | Path) -> Path:
+    from braintumor.models.multitask_unet import MultiTaskUNet
+
+    if not isinstance(net, MultiTaskUNet):  # the analyzer's graph has a mask head, a class head and features
+        raise ValueError(f"only a multitask_unet exports to the ONNX graph the analyzer runs, not {type(net).__name__}")
     path = Path(model_dir) / ONNX
-    wrapper = _Probabilities(net.eval().to(memory_format=torch.contiguous_format)).eval()
+    # Module.to takes memory_format at run time; torch's overloads omit it
+    wrapper = _Probabilities(net.eval().to(memory_format=torch.contiguous_format)).eval()  # type: ignore[call-overload]
     example = torch.zeros(1, 1, size, size)
     torch.onnx.export(
         wrapper,

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+if TYPE_CHECKING:
+    from braintumor.inference.analyzer import Result
 
 RED = np.array([255, 0, 0], dtype=np.float32)
 
@@ -79,6 +83,6 @@ def _caption(image: Image.Image, text: str) -> None:
     draw.text((size // 3, size // 3), text, fill=(255, 255, 255), font=font)
 
 
-def caption_of(result) -> str:
+def caption_of(result: Result) -> str:
     area = "area: needs pixel spacing" if result.area_cm2 is None else f"area {result.area_cm2:.2f} cm²"
     return f"{result.label} ({result.confidence:.0%}), {area}"

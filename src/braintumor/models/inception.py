@@ -16,7 +16,14 @@ log = logging.getLogger(__name__)
 
 
 class Conv(nn.Sequential):
-    def __init__(self, cin: int, cout: int, kernel, stride=1, padding=0):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int | tuple[int, int],
+        stride: int = 1,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
         super().__init__(
             nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(cout, eps=1e-3),
@@ -31,7 +38,7 @@ class _Branches(nn.Module):
         super().__init__()
         self.branches = nn.ModuleList(branches)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([b(x) for b in self.branches], 1)
 
 
@@ -91,7 +98,7 @@ class _SplitPair(nn.Module):
         super().__init__()
         self.stem, self.a, self.b = stem, Conv(cin, 384, (1, 3), padding=(0, 1)), Conv(cin, 384, (3, 1), padding=(1, 0))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         return torch.cat([self.a(x), self.b(x)], 1)
 
@@ -132,7 +139,7 @@ class InceptionV3(nn.Module):
         )
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5), nn.Linear(2048, num_classes))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> tuple[None, torch.Tensor]:
         return None, self.head(self.features(x))
 
 
@@ -141,7 +148,7 @@ class _TimmWrapper(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> tuple[None, torch.Tensor]:
         return None, self.net(x)
 
 

@@ -6,6 +6,8 @@ tumor type), so inference runs one network instead of two.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from monai.networks.nets import BasicUNet
 from torch import nn
@@ -14,7 +16,9 @@ from torch import nn
 class MultiTaskUNet(BasicUNet):
     """encoder (BasicUNet down path) → decoder (BasicUNet up path) → heads (mask logits, class logits)."""
 
-    def __init__(self, features=(16, 32, 64, 128, 256, 16), num_classes: int = 4, dropout: float = 0.3):
+    def __init__(
+        self, features: Sequence[int] = (16, 32, 64, 128, 256, 16), num_classes: int = 4, dropout: float = 0.3
+    ) -> None:
         super().__init__(
             spatial_dims=2,
             in_channels=1,

@@ -14,7 +14,7 @@ def _conv(cin: int, cout: int) -> nn.Sequential:
 
 
 class SeedUNet(nn.Module):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.enc = nn.ModuleList([_conv(1, 16), _conv(16, 32), _conv(32, 64)])
         self.bottleneck = _conv(64, 128)

@@ -37,7 +37,9 @@ def to_model_input(pixels: np.ndarray, size: int) -> tuple[np.ndarray, Geometry]
     """float32 ``size × size`` in [0, 1] (aspect kept by zero-padding) and the geometry to undo it."""
     pixels = np.asarray(pixels, dtype=np.float32)
     square, geometry = _square(pixels, float(pixels.min()))
-    small = np.asarray(Image.fromarray(square, mode="F").resize((size, size), Image.BILINEAR, reducing_gap=None))
+    small = np.asarray(
+        Image.fromarray(square, mode="F").resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    )
     return scale_intensity(small), geometry
 
 
@@ -50,13 +52,17 @@ def scale_intensity(pixels: np.ndarray) -> np.ndarray:
 def mask_to_input(mask: np.ndarray, size: int) -> np.ndarray:
     """A 0/1 mask placed like its image: padded to a square, resized (area-averaged, then ≥ 0.5)."""
     square, _ = _square(np.asarray(mask, dtype=np.float32), 0.0)
-    small = np.asarray(Image.fromarray(square, mode="F").resize((size, size), Image.BILINEAR, reducing_gap=None))
+    small = np.asarray(
+        Image.fromarray(square, mode="F").resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    )
     return (small >= 0.5).astype(np.uint8)
 
 
 def output_to_image(prob: np.ndarray, geometry: Geometry) -> np.ndarray:
     """A ``size × size`` probability map back at the slice's own ``height × width`` (bilinear)."""
     full = np.asarray(
-        Image.fromarray(prob.astype(np.float32), mode="F").resize((geometry.side, geometry.side), Image.BILINEAR)
+        Image.fromarray(prob.astype(np.float32), mode="F").resize(
+            (geometry.side, geometry.side), Image.Resampling.BILINEAR
+        )
     )
     return full[geometry.top : geometry.top + geometry.height, geometry.left : geometry.left + geometry.width]

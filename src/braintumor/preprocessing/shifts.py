@@ -8,12 +8,18 @@ evidence for "no tumor"; ``braintumor shifts`` measures the model on each of the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 from scipy import ndimage as ndi
 
-Shift = Callable[[np.ndarray, np.ndarray, np.random.Generator], "tuple[np.ndarray, np.ndarray]"]
+Pair = tuple[np.ndarray, np.ndarray]  # a slice and its tumor mask
+
+
+class Shift(Protocol):
+    """(slice, tumor mask[, generator]) → the shifted pair; the seeded shifts draw from ``rng``."""
+
+    def __call__(self, pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None) -> Pair: ...
 
 
 def otsu_threshold(pixels: np.ndarray) -> float:
@@ -47,13 +53,13 @@ def brain_mask(pixels: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray
     return brain.astype(bool)
 
 
-def skull_strip(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None):
+def skull_strip(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None) -> Pair:
     """Everything outside the estimated brain set to the image minimum (as brain-extraction tools do)."""
     brain = brain_mask(pixels, keep=mask)
     return np.where(brain, pixels, pixels.min()).astype(np.float32), mask
 
 
-def zscore_brain(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None):
+def zscore_brain(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None) -> Pair:
     """Skull-stripped, then z-scored inside the brain with a background of exactly 0 (challenge-data style:
     dark tissue ends up *below* the background)."""
     brain = brain_mask(pixels, keep=mask)
@@ -62,19 +68,19 @@ def zscore_brain(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator 
     return np.where(brain, z, 0.0).astype(np.float32), mask
 
 
-def zscore(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None):
+def zscore(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None) -> Pair:
     """Whole-image z-score as float (a linear change: the preprocessing should undo it)."""
     return ((pixels - pixels.mean()) / max(float(pixels.std()), 1e-6)).astype(np.float32), mask
 
 
-def to_16bit(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None):
+def to_16bit(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None) -> Pair:
     """The slice stretched over a 12-to-16-bit scanner range."""
     lo, hi = float(pixels.min()), float(pixels.max())
     return np.round((pixels - lo) / max(hi - lo, 1e-6) * 40000 + 1000).astype(np.float32), mask
 
 
 def gamma(value: float) -> Shift:
-    def apply(pixels, mask, rng=None):
+    def apply(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None) -> Pair:
         lo, hi = float(pixels.min()), float(pixels.max())
         unit = (pixels - lo) / max(hi - lo, 1e-6)
         return (unit**value * (hi - lo) + lo).astype(np.float32), mask
@@ -86,7 +92,7 @@ def gamma(value: float) -> Shift:
 def zoom(factor: float) -> Shift:
     """``factor`` > 1: the field of view cropped about the centre (tighter); < 1: padded (looser)."""
 
-    def apply(pixels, mask, rng=None):
+    def apply(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None) -> Pair:
         h, w = pixels.shape
         if factor >= 1:
             ch, cw = round(h / factor), round(w / factor)
@@ -102,20 +108,20 @@ def zoom(factor: float) -> Shift:
 
 
 def rotate90(k: int) -> Shift:
-    def apply(pixels, mask, rng=None):
+    def apply(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None) -> Pair:
         return np.rot90(pixels, k).copy(), np.rot90(mask, k).copy()
 
     return apply
 
 
-def flip_vertical(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None):
+def flip_vertical(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None) -> Pair:
     return pixels[::-1].copy(), mask[::-1].copy()
 
 
 def bias_field(strength: float) -> Shift:
     """A smooth multiplicative field, from ``1 - strength`` to ``1 + strength`` across the slice."""
 
-    def apply(pixels, mask, rng=None):
+    def apply(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None) -> Pair:
         rng = rng or np.random.default_rng(0)
         h, w = pixels.shape
         yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
@@ -130,7 +136,7 @@ def bias_field(strength: float) -> Shift:
 def noise(relative_std: float) -> Shift:
     """Gaussian noise with a standard deviation relative to the slice's intensity range."""
 
-    def apply(pixels, mask, rng=None):
+    def apply(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None) -> Pair:
         rng = rng or np.random.default_rng(0)
         spread = float(pixels.max() - pixels.min())
         return (pixels + rng.normal(0, relative_std * spread, pixels.shape)).astype(np.float32), mask

@@ -12,7 +12,7 @@ import io
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +23,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from braintumor import __version__
 from braintumor.errors import ScanError
 from braintumor.inference import Analyzer
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Largest request body, the same 64 MB as the web page's uploads.
 MAX_UPLOAD_BYTES = 64 * 2**20
@@ -92,7 +95,7 @@ def upload_name(filename: str | None) -> str:
     return name or "upload"
 
 
-def mask_png(mask) -> str:
+def mask_png(mask: np.ndarray) -> str:
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -105,6 +108,7 @@ def analyze_bytes(analyzer: Analyzer, data: bytes, name: str, spacing_mm: float 
     result = analyzer.analyze(data, spacing_mm=spacing_mm, name=name)
     row = result.row()
     if with_mask:
+        assert result.mask is not None  # analyze raises ScanError rather than return an error result
         row["mask_png"] = mask_png(result.mask)
     return row
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +20,7 @@ from braintumor.preprocessing.shifts import gamma, skull_strip, zscore_brain
 log = logging.getLogger(__name__)
 
 
-def cache_slices(records: list[Record], size: int, progress: bool = True) -> dict:
+def cache_slices(records: list[Record], size: int, progress: bool = True) -> dict[str, Any]:
     """Images (N,1,S,S) float32, masks (N,1,S,S) float32, labels (N,); unreadable rows are skipped with a line."""
     images, masks, labels, kept = [], [], [], []
     for r in tqdm(records, desc=f"reading slices at {size}px", disable=not progress, leave=False):
@@ -49,12 +51,12 @@ class RandSourceShiftd(T.RandomizableTransform, T.MapTransform):
 
     SHIFTS = (skull_strip, zscore_brain, gamma(0.6), gamma(1.6))
 
-    def __init__(self, prob: float = 0.35):
+    def __init__(self, prob: float = 0.35) -> None:
         T.RandomizableTransform.__init__(self, prob)
         T.MapTransform.__init__(self, ["image", "mask"])
         self._choice = 0
 
-    def randomize(self, data=None) -> None:
+    def randomize(self, data: Any = None) -> None:
         super().randomize(None)
         self._choice = int(self.R.randint(len(self.SHIFTS)))
 
@@ -100,7 +102,12 @@ def train_transforms() -> T.Compose:
 class SliceDataset(torch.utils.data.Dataset):
     """Items ``{"image", "mask", "label"}`` from a cache; ``transform`` only for training data."""
 
-    def __init__(self, cache: dict, indices: np.ndarray, transform=None):
+    def __init__(
+        self,
+        cache: dict[str, Any],
+        indices: np.ndarray,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
         self.cache, self.indices, self.transform = cache, np.asarray(indices), transform
 
     def __len__(self) -> int:

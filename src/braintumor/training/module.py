@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import lightning as L
 import numpy as np
 import torch
@@ -12,6 +14,9 @@ from braintumor import CLASSES
 from braintumor.evaluation.metrics import dice
 from braintumor.models import build_model
 
+if TYPE_CHECKING:
+    from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
+
 
 class SliceModule(L.LightningModule):
     def __init__(
@@ -21,7 +26,7 @@ class SliceModule(L.LightningModule):
         weight_decay: float = 1e-4,
         class_weights: list[float] | None = None,
         pretrained: bool = False,
-    ):
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = build_model(arch, num_classes=len(CLASSES), pretrained=pretrained)
@@ -31,13 +36,14 @@ class SliceModule(L.LightningModule):
         self.cls_loss = nn.CrossEntropyLoss(weight=weights, label_smoothing=0.05)
         self._val: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return self.net(x.contiguous(memory_format=torch.channels_last))
 
     def on_fit_start(self) -> None:
-        self.net.to(memory_format=torch.channels_last)  # 1.5x faster convolutions on CPU with bf16
+        # 1.5x faster convolutions on CPU with bf16; Module.to takes memory_format, which torch's overloads omit
+        self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         seg, cls = self(batch["image"])
         loss = 0.0
         if seg is not None:
@@ -48,10 +54,11 @@ class SliceModule(L.LightningModule):
             cls_loss = self.cls_loss(cls.float(), batch["label"])
             self.log("train_cls_loss", cls_loss, on_step=False, on_epoch=True)
             loss = loss + cls_loss
+        assert isinstance(loss, torch.Tensor), "every network has a mask head, a class head or both"
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         seg, cls = self(batch["image"])
         labels = batch["label"].cpu().numpy()
         probs = cls.float().softmax(1).cpu().numpy() if cls is not None else np.full((len(labels), 4), np.nan)
@@ -75,17 +82,17 @@ class SliceModule(L.LightningModule):
         for key, value in metrics.items():
             self.log(key, value, prog_bar=key in ("val_acc", "val_dice_mean"), sync_dist=True)
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # a resumed run may be given more epochs: keep the step count, rebuild the schedule's length
         for state in checkpoint.get("lr_schedulers", []):
             state.pop("total_steps", None)
             state.pop("_schedule_phases", None)
 
-    def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=self.hparams.lr, total_steps=max(1, self.trainer.estimated_stepping_batches), pct_start=0.1
-        )
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        lr = self.hparams["lr"]
+        opt = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=self.hparams["weight_decay"])
+        steps = int(max(1, self.trainer.estimated_stepping_batches))  # a float only when unbounded (inf)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

@@ -8,13 +8,18 @@ import platform
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from braintumor import CLASSES
-from braintumor.data import read_manifest, train_val_test_split, write_manifest
+from braintumor.data import Record, read_manifest, train_val_test_split, write_manifest
 from braintumor.models import ARCHITECTURES
+
+if TYPE_CHECKING:  # torch is imported where training starts
+    from torch import nn
 
 log = logging.getLogger(__name__)
 LOGS = "logs"  # the run folder's CSV log folder
@@ -101,8 +106,9 @@ def train(cfg: TrainConfig) -> Path:
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=cfg.strategy,
-        precision=cfg.precision or "bf16-mixed",
-        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
+        # --precision is passed through as typed; Lightning checks it against its list of literals
+        precision=cfg.precision or "bf16-mixed",  # type: ignore[arg-type]
+        max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
         callbacks=[checkpoint, latest, EarlyStopping("val_score", mode="max", patience=cfg.patience)],
         logger=CSVLogger(out, name="", version=LOGS),
         log_every_n_steps=10,
@@ -121,19 +127,20 @@ def train(cfg: TrainConfig) -> Path:
     return out
 
 
-def _init_dir(cfg: TrainConfig) -> Path | None:
+def _init_dir(init: Path) -> Path:
     from braintumor.inference.bundle import DEFAULT_MODEL_DIR
 
-    return DEFAULT_MODEL_DIR if str(cfg.init) == "default" else cfg.init
+    return DEFAULT_MODEL_DIR if str(init) == "default" else init
 
 
-def initialise(net, cfg: TrainConfig, val_records) -> None:
+def initialise(net: nn.Module, cfg: TrainConfig, val_records: list[Record]) -> None:
     """Load ``cfg.init``'s verified weights into ``net``; refuse when that model trained on this run's validation
     patients (its figures would be optimistic). Fully convolutional nets accept any ``--size``."""
     from braintumor.data.patient_keys import trained_groups
     from braintumor.inference.export import load_torch_model
 
-    source, card = load_torch_model(_init_dir(cfg))
+    assert cfg.init is not None, "initialise is called for --init only"
+    source, card = load_torch_model(_init_dir(cfg.init))
     if card["architecture"] != cfg.arch:
         raise ValueError(f"--init {cfg.init}: a {card['architecture']} model cannot start a {cfg.arch} run")
     try:  # every key block: the start model's own patients and those of the weights it started from
@@ -149,7 +156,7 @@ def initialise(net, cfg: TrainConfig, val_records) -> None:
     net.load_state_dict(source.state_dict())
 
 
-def _records_and_split(cfg: TrainConfig):
+def _records_and_split(cfg: TrainConfig) -> tuple[list[Record], dict[str, str]]:
     records = read_manifest(cfg.data)
     split = train_val_test_split(records, val_fold=cfg.val_fold, k=cfg.folds, seed=cfg.seed)
     if cfg.limit_per_class:
@@ -157,7 +164,12 @@ def _records_and_split(cfg: TrainConfig):
     return records, split
 
 
-def finalize(cfg: TrainConfig, checkpoint: Path, seconds: float | None = None, records_split=None) -> Path:
+def finalize(
+    cfg: TrainConfig,
+    checkpoint: Path,
+    seconds: float | None = None,
+    records_split: tuple[list[Record], dict[str, str]] | None = None,
+) -> Path:
     """Write the model folder (safetensors, ONNX, card, curves) of ``cfg.out`` from a training checkpoint.
 
     ``records_split``: the run's (records, split), so a Figshare .mat folder is not read a second time."""
@@ -170,7 +182,7 @@ def finalize(cfg: TrainConfig, checkpoint: Path, seconds: float | None = None, r
     return Path(cfg.out)
 
 
-def _sample(records, split, per_class: int, seed: int):
+def _sample(records: list[Record], split: dict[str, str], per_class: int, seed: int) -> list[Record]:
     rng = np.random.default_rng(seed)
     chosen = []
     for side in ("train", "val"):
@@ -181,8 +193,11 @@ def _sample(records, split, per_class: int, seed: int):
     return chosen
 
 
-def _read_rows(metrics_csv: Path) -> list[dict]:
-    return list(csv.DictReader(open(metrics_csv))) if metrics_csv.is_file() else []
+def _read_rows(metrics_csv: Path) -> list[dict[str, str]]:
+    if not metrics_csv.is_file():
+        return []
+    with open(metrics_csv, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _merged(earlier: list[dict], later: list[dict]) -> list[dict]:
@@ -226,7 +241,14 @@ def _best_epoch_metrics(metrics_csv: Path) -> dict:
     }
 
 
-def _write_model_folder(net, cfg: TrainConfig, records, split, metrics: dict, seconds: float | None) -> None:
+def _write_model_folder(
+    net: nn.Module,
+    cfg: TrainConfig,
+    records: list[Record],
+    split: dict[str, str],
+    metrics: dict[str, Any],
+    seconds: float | None,
+) -> None:
     import lightning
     import monai
     import torch
@@ -242,7 +264,7 @@ def _write_model_folder(net, cfg: TrainConfig, records, split, metrics: dict, se
     task = ARCHITECTURES[cfg.arch][0]
     if task == "segmentation+classification":
         export_onnx(net, size, out)
-    init = read_card(_init_dir(cfg)) if cfg.init else {}
+    init = read_card(_init_dir(cfg.init)) if cfg.init else {}
     # salted scrypt keys of this run's training groups, plus the start weights' key blocks as they are (salted keys
     # cannot be merged into a new salt): checks consult every block
     patient_keys = key_block([r for r in records if split[r.id] == "train"])
