@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from braintumor.commands.analyze import COLUMNS, csv_row
 from braintumor.errors import ScanError
 from braintumor.evaluation.metrics import area_cm2, dice
 from braintumor.imageio import Scan, load_scan
 from braintumor.inference import Analyzer, Result
 from braintumor.inference.render import boundary, caption_of, display_gray, heatmap, overlay
+from braintumor.inference.table import COLUMNS, csv_row
 
 if TYPE_CHECKING:  # torch is optional: Grad-CAM needs the 'train' extra
     from braintumor.inference.explain import Explainer

@@ -12,27 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from braintumor import CLASSES
 from braintumor.imageio.registry import SUPPORTED_SUFFIXES, suffix_of
+from braintumor.inference.table import COLUMNS, csv_row
 
-if TYPE_CHECKING:  # not imported at run time: `analyze` starts before the model is loaded
+if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from braintumor.inference.analyzer import Result
-
-COLUMNS = [
-    "file",
-    "label",
-    "confidence",
-    *[f"p_{c}" for c in CLASSES],
-    "tumor_pixels",
-    "area_cm2",
-    "spacing_mm",
-    "spacing_source",
-    "ood_score",
-    "warnings",
-    "error",
-]
 
 
 def expand(inputs: list[Path]) -> list[Path]:
@@ -44,15 +30,6 @@ def expand(inputs: list[Path]) -> list[Path]:
         else:
             files.append(path)
     return files
-
-
-def csv_row(row: dict[str, Any]) -> dict[str, Any]:
-    """results.csv cells: spacing as one number or ROWxCOL, warnings joined with '; '."""
-    spacing = row["spacing_mm"]
-    if spacing is not None:
-        spacing = f"{spacing[0]:g}" if spacing[0] == spacing[1] else f"{spacing[0]:g}x{spacing[1]:g}"
-    out = {**row, "spacing_mm": spacing, "warnings": "; ".join(row["warnings"])}
-    return {k: "" if out[k] is None else out[k] for k in COLUMNS}
 
 
 def text_line(result: Result) -> str:
