@@ -88,8 +88,8 @@ class Outputs:
         (out / "masks").mkdir(parents=True, exist_ok=True)
         if overlay_format != "none":
             (out / "overlays").mkdir(parents=True, exist_ok=True)
-        # closed by close(): the CSV stays open for the whole batch, so no `with` block can hold it
-        self.handle = open(out / "results.csv", "a" if append else "w", newline="")  # noqa: SIM115
+        mode = "a" if append else "w"
+        self.handle = open(out / "results.csv", mode, newline="")  # noqa: SIM115 (open all batch long; close() closes it)
         self.writer = csv.DictWriter(self.handle, fieldnames=COLUMNS)
         if not append:
             self.writer.writeheader()

@@ -112,7 +112,7 @@ def _read_v5(data: bytes, name: str) -> dict[str, Any]:
 
     _check_v5_inflated_size(data, name)
     # scipy-stubs type file_name as a path only; loadmat documents and accepts an open file-like object too
-    content = loadmat(io.BytesIO(data), squeeze_me=True, struct_as_record=False)  # type: ignore[arg-type]
+    content = loadmat(io.BytesIO(data), squeeze_me=True, struct_as_record=False)  # type: ignore[arg-type]  # file-like
     if "cjdata" not in content:
         raise ScanError(name, "MATLAB file has no 'cjdata' struct (not a Figshare brain tumor file)")
     cj = content["cjdata"]

@@ -49,8 +49,8 @@ def export_onnx(net: nn.Module, size: int, model_dir: str | Path) -> Path:
     if not isinstance(net, MultiTaskUNet):  # the analyzer's graph has a mask head, a class head and features
         raise ValueError(f"only a multitask_unet exports to the ONNX graph the analyzer runs, not {type(net).__name__}")
     path = Path(model_dir) / ONNX
-    # Module.to takes memory_format at run time; torch's overloads omit it
-    wrapper = _Probabilities(net.eval().to(memory_format=torch.contiguous_format)).eval()  # type: ignore[call-overload]
+    contiguous = net.eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # overloads omit it
+    wrapper = _Probabilities(contiguous).eval()
     example = torch.zeros(1, 1, size, size)
     torch.onnx.export(
         wrapper,

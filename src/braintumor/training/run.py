@@ -106,8 +106,7 @@ def train(cfg: TrainConfig) -> Path:
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=cfg.strategy,
-        # --precision is passed through as typed; Lightning checks it against its list of literals
-        precision=cfg.precision or "bf16-mixed",  # type: ignore[arg-type]
+        precision=cfg.precision or "bf16-mixed",  # type: ignore[arg-type]  # a str from --precision; Lightning checks it
         max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
         callbacks=[checkpoint, latest, EarlyStopping("val_score", mode="max", patience=cfg.patience)],
         logger=CSVLogger(out, name="", version=LOGS),
