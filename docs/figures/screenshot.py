@@ -30,8 +30,11 @@ def main() -> int:
     from playwright.sync_api import expect, sync_playwright
 
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "braintumor.cli", "app", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "braintumor.cli", "app", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(180):
@@ -41,8 +44,9 @@ def main() -> int:
             except OSError:
                 time.sleep(0.5)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                        args=["--no-sandbox", "--disable-gpu"])
+            browser = p.chromium.launch(
+                executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
+            )
             page = browser.new_page(viewport={"width": 1280, "height": 1100})
             page.goto(url)
             expect(page.get_by_text("not a medical device")).to_be_visible(timeout=60_000)
