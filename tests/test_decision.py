@@ -27,3 +27,24 @@ def test_small_or_unsure_regions_leave_no_tumor():
 def test_a_tumor_call_is_left_alone():
     probs = {"glioma": 0.7, "meningioma": 0.1, "pituitary": 0.1, "notumor": 0.1}
     assert decide(probs, np.zeros((160, 160)), 0.5) == ("glioma", [])
+
+
+def test_a_no_tumor_answer_has_no_outline_and_says_what_it_dismissed(monkeypatch):
+    from braintumor.imageio import Scan
+    from braintumor.inference import Analyzer
+
+    analyzer = Analyzer.default()
+    side = analyzer.size
+
+    def network(batch: np.ndarray):
+        prob = np.zeros((len(batch), 1, side, side), np.float32)
+        prob[:, 0, 10:16, 10:16] = 0.9  # 36 px: below the confident-region size, above noise
+        probs = np.tile(np.array([[0.02, 0.02, 0.01, 0.95]], np.float32), (len(batch), 1))
+        return prob, probs, None
+
+    monkeypatch.setattr(analyzer, "network", network)
+    yy, xx = np.mgrid[:256, :256]
+    scan = Scan(pixels=(((yy - 128) ** 2 + (xx - 128) ** 2) < 100**2).astype(np.float32) * 100, name="x.png")
+    result = analyzer.analyze(scan, spacing_mm=0.5)
+    assert result.label == "notumor" and result.tumor_pixels == 0 and not result.mask.any()
+    assert result.area_cm2 == 0 and any("dismissed" in w for w in result.warnings)

@@ -213,6 +213,8 @@ class Analyzer:
         if probabilities[label] < LOW_CONFIDENCE:
             warnings.append(f"low confidence ({probabilities[label]:.2f}): treat the tumor type as uncertain")
         warnings += consistency_warnings(label, pixels, mask.size)
+        if label == "notumor" and pixels:  # a "no tumor" answer has no outline and no area, never a contradiction
+            mask, pixels = np.zeros_like(mask), 0
         if spacing is None:
             warnings.append("pixel spacing unknown: area not computed (give --spacing-mm)")
         return Result(

@@ -31,9 +31,13 @@ def input_warnings(scan: Scan, model_input: np.ndarray) -> list[str]:
 
 
 def consistency_warnings(label: str, tumor_pixels: int, total_pixels: int) -> list[str]:
+    """``tumor_pixels``: the segmenter's region before a "no tumor" answer dismisses it."""
     region = tumor_pixels >= MIN_REGION_FRACTION * total_pixels
     if label == "notumor" and region:
-        return [f"the classifier says no tumor but the segmenter outlined {tumor_pixels} px; review the image"]
+        return [
+            f"the segmenter marked {tumor_pixels} px but the classifier says no tumor: the region was dismissed "
+            "(no outline, area 0); review the image"
+        ]
     if label != "notumor" and not tumor_pixels:
         return [f"the classifier says {label} but the segmenter found no region; the area is 0"]
     return []
