@@ -94,7 +94,7 @@ def test_two_models_get_different_salts_and_keys():
     assert not set(a["keys"]) & set(b["keys"])
     assert {k: a[k] for k in ("kdf", "n", "r", "p", "dklen")} == {
         "kdf": "scrypt",
-        "n": 4096,
+        "n": 8192,
         "r": 8,
         "p": 1,
         "dklen": 16,
