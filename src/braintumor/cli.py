@@ -134,7 +134,9 @@ def _train_options(t: argparse.ArgumentParser) -> None:
     """Options shared by ``train`` and ``cv`` (one recipe, trained once or once per fold)."""
     t.add_argument("--data", type=Path, required=True)
     t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--arch", default="multitask_unet", help="multitask_unet (default), seed_unet, inception_v3")
+    t.add_argument(
+        "--arch", default="multitask_unet", help="multitask_unet (default), seed_unet, inception_v3, alexnet, mlp"
+    )
     t.add_argument("--size", type=int, help="input side in px (default: the architecture's)")
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--batch-size", type=int, default=16)

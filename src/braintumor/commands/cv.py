@@ -5,6 +5,7 @@ import logging
 
 from braintumor.commands.train import config
 from braintumor.evaluation.crossval import cross_validate
+from braintumor.evaluation.report import segmentation_summary
 
 
 def run(args: argparse.Namespace) -> int:
@@ -12,6 +13,6 @@ def run(args: argparse.Namespace) -> int:
     report = cross_validate(config(args), n_boot=args.bootstrap)
     print(
         f"{args.folds}-fold CV, pooled out of fold: tumor-type accuracy {report['tumor_type_accuracy']:.1%}, "
-        f"Dice mean {report['dice_mean']:.3f} → {args.out / 'cv.md'}"
+        f"{segmentation_summary(report)} → {args.out / 'cv.md'}"
     )
     return 0

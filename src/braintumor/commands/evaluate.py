@@ -4,21 +4,19 @@ import argparse
 
 from braintumor.evaluation.evaluate import check_requirements, evaluate, summarise
 from braintumor.evaluation.gallery import write_gallery
-from braintumor.evaluation.report import write_report
-from braintumor.inference import Analyzer
+from braintumor.evaluation.report import segmentation_summary, write_report
+from braintumor.inference import load_model
 
 
 def run(args: argparse.Namespace) -> int:
     check_requirements()  # before any prediction: a missing plotting library must not cost a whole run
-    analyzer = Analyzer.load(args.model)
+    analyzer = load_model(args.model)  # the Analyzer, or the Classifier of a classification-only folder
     outcomes, described = evaluate(args.data, analyzer, split=args.split)
     report = summarise(outcomes, n_boot=args.bootstrap)
     write_report(report, outcomes, args.out, described, analyzer.card)
     write_gallery(outcomes, analyzer, args.out / "gallery")  # after report.json: a drawing failure loses no figure
     print(
         f"{described}\n{report['n_images']} images: tumor-type accuracy {report['tumor_type_accuracy']:.1%}, "
-        f"4-class accuracy {report['accuracy']:.1%}, Dice mean {report['dice_mean']:.3f} "
-        f"(median {report['dice_median']:.3f}), area error median {report['area_error_median']:.1%} → "
-        f"{args.out / 'report.md'}"
+        f"4-class accuracy {report['accuracy']:.1%}, {segmentation_summary(report)} → {args.out / 'report.md'}"
     )
     return 0

@@ -54,7 +54,7 @@ def check_fold(cfg: TrainConfig) -> None:
 
 def cross_validate(base: TrainConfig, n_boot: int = 1000) -> dict:
     """Train and evaluate every fold of ``base`` (its ``out`` becomes the CV folder); returns the pooled report."""
-    from braintumor.inference import Analyzer
+    from braintumor.inference import load_model
 
     out = Path(base.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,7 @@ def cross_validate(base: TrainConfig, n_boot: int = 1000) -> dict:
         if not (cfg.out / "card.json").is_file():
             train(replace(cfg, resume=(cfg.out / "checkpoints" / "last.ckpt").is_file()))
         check_fold(cfg)
-        outcomes, described = evaluate(base.data, Analyzer(cfg.out), split="unseen", progress=base.progress)
+        outcomes, described = evaluate(base.data, load_model(cfg.out), split="unseen", progress=base.progress)
         report = summarise(outcomes, n_boot=n_boot)
         write_report(report, outcomes, cfg.out / "eval", described, json.loads((cfg.out / "card.json").read_text()))
         rows.append(

@@ -21,8 +21,8 @@ from braintumor.data.splits import group_of
 from braintumor.errors import ScanError
 from braintumor.evaluation import metrics as M
 
-if TYPE_CHECKING:  # evaluation is upstream of inference: the Analyzer is only passed in
-    from braintumor.inference import Analyzer
+if TYPE_CHECKING:  # evaluation is upstream of inference: the Analyzer (or Classifier) is only passed in
+    from braintumor.inference import Analyzer, Classifier
 
 
 @dataclass
@@ -39,6 +39,7 @@ class SliceOutcome:
     pred_pixels: int = 0  # predicted tumor pixels (an outline on a no-tumor image is a false finding)
     ood_warned: bool = False  # the out-of-distribution warning was raised
     error: str | None = None
+    segmented: bool = True  # the model produced a mask (False: a classification-only model; no mask figures)
 
     @property
     def scored_pred(self) -> int:
@@ -105,8 +106,9 @@ def check_requirements() -> None:
 
 
 def evaluate(
-    data: str | Path, analyzer: Analyzer, split: str = "unseen", progress: bool = True
+    data: str | Path, analyzer: Analyzer | Classifier, split: str = "unseen", progress: bool = True
 ) -> tuple[list[SliceOutcome], str]:
+    """One outcome per row of the split; a classification-only model (no mask) gets no segmentation figures."""
     records, described = select_rows(read_manifest(data), analyzer.card, split)
     outcomes = []
     for r in tqdm(records, desc="evaluating", disable=not progress, leave=False):
@@ -117,8 +119,7 @@ def evaluate(
             outcomes.append(SliceOutcome(r, true, None, None, error=str(err)))
             continue
         result = analyzer.analyze_scans([scan])[0]
-        mask = result.mask
-        assert mask is not None  # analyze_scans raises rather than return an error result
+        mask = result.mask  # None: the model does not segment
         probs = np.array([result.probabilities[c] for c in CLASSES])
         o = SliceOutcome(
             r,
@@ -127,8 +128,9 @@ def evaluate(
             probs,  # the 4-class decision the user sees
             pred_pixels=result.tumor_pixels,
             ood_warned=result.ood_score is not None and result.ood_score > analyzer.ood_threshold,
+            segmented=mask is not None,
         )
-        if r.label != "notumor":
+        if r.label != "notumor" and mask is not None:
             spacing = scan.spacing_mm or ((r.spacing_mm, r.spacing_mm) if r.spacing_mm else None)
             o.dice, o.iou = M.dice(mask, truth), M.iou(mask, truth)
             if spacing:
@@ -140,8 +142,12 @@ def evaluate(
 
 
 def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """All figures of report.json: classification (4-class and 3 tumor types), segmentation, area, CIs."""
+    """All figures of report.json: classification (4-class and 3 tumor types), segmentation, area, CIs.
+
+    A classification-only model's rows have no mask: every segmentation figure is None and
+    ``segmentation_produced`` is False."""
     ok = [o for o in outcomes if o.error is None]
+    segmented = any(o.segmented for o in ok)
     y = np.array([o.true for o in ok])
     p = np.array([o.scored_pred for o in ok])
     probs = np.stack([o.scored_probs for o in ok])
@@ -160,6 +166,7 @@ def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -
         "n_images": len(ok),
         "n_unreadable": len(outcomes) - len(ok),
         "n_patients": len({group_of(o.record) for o in ok if o.record.patient_id}),
+        "segmentation_produced": segmented,
         "accuracy": float((y == p).mean()),
         "tumor_type_accuracy": float((type_pred == y[tumor]).mean()),
         "tumor_type_accuracy_4way": float((p[tumor] == y[tumor]).mean()),
@@ -173,9 +180,9 @@ def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -
         "hd95_mm_mean": float(hd.mean()) if len(hd) else None,
         "area_error_median": float(np.median(rel)) if len(rel) else None,
         "area_abs_error_cm2_median": float(np.median([o.area_abs_error_cm2 for o in area])) if area else None,
-        "missed_tumors": int(sum(o.dice == 0 for o in seg)),
+        "missed_tumors": int(sum(o.dice == 0 for o in seg)) if segmented else None,
         "notumor_outlined": float(np.mean([o.pred_pixels > 0 for o in ok if o.true == CLASSES.index("notumor")]))
-        if any(o.true == CLASSES.index("notumor") for o in ok)
+        if segmented and any(o.true == CLASSES.index("notumor") for o in ok)
         else None,
         "ece": M.expected_calibration_error(probs, y),
         "reliability": [{"confidence": c, "accuracy": a, "n": n} for c, a, n in M.reliability(probs, y)],
@@ -234,7 +241,9 @@ def bootstrap(ok: list[SliceOutcome], n_boot: int, seed: int) -> dict:
         stats["accuracy"].append(float(np.mean([o.true == o.pred for o in sample])))
         if tumor:
             stats["tumor_type_accuracy"].append(float(np.mean([o.scored_probs[:3].argmax() == o.true for o in tumor])))
-            stats["dice_mean"].append(float(np.mean([o.dice for o in tumor if o.dice is not None])))  # all, for tumors
+            dices = [o.dice for o in tumor if o.dice is not None]  # all of them, for a model that segments
+            if dices:
+                stats["dice_mean"].append(float(np.mean(dices)))
             rel = [e for o in tumor if (e := o.area_error) is not None]  # the rows with a true area
             if rel:
                 stats["area_error_median"].append(float(np.median(rel)))

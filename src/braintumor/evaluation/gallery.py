@@ -25,7 +25,7 @@ from braintumor.evaluation.evaluate import SliceOutcome
 from braintumor.inference.render import display_gray
 
 if TYPE_CHECKING:
-    from braintumor.inference import Analyzer
+    from braintumor.inference import Analyzer, Classifier
 
 RGB = tuple[int, int, int]
 BLUE, ORANGE = (0, 114, 178), (230, 159, 0)  # Okabe–Ito: told apart by colour-blind readers too
@@ -46,7 +46,7 @@ class Item:
     outcome: SliceOutcome
 
 
-def write_gallery(outcomes: list[SliceOutcome], analyzer: Analyzer, out: Path) -> None:
+def write_gallery(outcomes: list[SliceOutcome], analyzer: Analyzer | Classifier, out: Path) -> None:
     """Called after report.json is written: a drawing failure says so and never costs the figures."""
     try:
         _write(outcomes, analyzer, out)
@@ -58,7 +58,7 @@ def write_gallery(outcomes: list[SliceOutcome], analyzer: Analyzer, out: Path) -
         ) from err
 
 
-def _write(outcomes: list[SliceOutcome], analyzer: Analyzer, out: Path) -> None:
+def _write(outcomes: list[SliceOutcome], analyzer: Analyzer | Classifier, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):  # a rerun must not leave the last run's pictures beside this run's
         old.unlink()
@@ -66,14 +66,20 @@ def _write(outcomes: list[SliceOutcome], analyzer: Analyzer, out: Path) -> None:
     credit = FIGSHARE_CREDIT if is_figshare([o.record for o in outcomes]) else None
     for item in items:
         _save_item(item, analyzer, credit, out / f"{item.name}.png")
-    (out / "gallery.md").write_text(markdown(items, credit))
+    segmented = any(o.segmented for o in outcomes if o.error is None)
+    (out / "gallery.md").write_text(markdown(items, credit, segmented))
 
 
-def _save_item(item: Item, analyzer: Analyzer, credit: str | None, path: Path) -> None:
+def _save_item(item: Item, analyzer: Analyzer | Classifier, credit: str | None, path: Path) -> None:
     """The picture, its caption also as PNG text (alt text; the montage re-sets it small)."""
     scan, truth = load_record(item.outcome.record)
-    predicted = analyzer.analyze_scans([scan])[0].mask  # as evaluate called it: the outline that was scored
-    assert predicted is not None  # analyze_scans raises rather than return an error result
+    predicted = (
+        analyzer.analyze_scans([scan])[0].mask  # as evaluate called it: the outline that was scored
+        if item.outcome.segmented
+        else None
+    )
+    if predicted is None:  # a classification-only model draws no outline
+        predicted = np.zeros(scan.shape, np.uint8)
     text = caption(item.outcome)
     info = PngInfo()
     info.add_text("Title", item.title)
@@ -143,6 +149,8 @@ def _figure(value: float | None) -> str:
 def caption(o: SliceOutcome) -> str:
     """Two lines: the decision and its confidence, then how well the outline matches."""
     decision = f"true {o.record.label} / predicted {CLASSES[o.scored_pred]}, confidence {_figure(o.scored_probs.max())}"
+    if not o.segmented:
+        return f"{decision}\nsegmentation: not produced by this model"
     if o.dice is None:
         return f"{decision}\nno tumor in truth; " + (
             f"predicted outline {o.pred_pixels} px" if o.pred_pixels else "no outline predicted"
@@ -155,12 +163,16 @@ def caption(o: SliceOutcome) -> str:
     return f"{decision}\nDice {_figure(o.dice)}, {area}"
 
 
-def markdown(items: list[Item], credit: str | None) -> str:
+def markdown(items: list[Item], credit: str | None, segmented: bool = True) -> str:
     lines = [
         "# Outcome gallery",
         "",
         "Unseen slices only, the same rows and numbers as per_slice.csv. Expert outline: blue, solid; "
-        "predicted outline: orange, dashed.",
+        + (
+            "predicted outline: orange, dashed."
+            if segmented
+            else "no predicted outline (segmentation: not produced by this model; only its mistakes are shown)."
+        ),
         "",
     ]
     lines += [credit, ""] if credit else []

@@ -152,26 +152,24 @@ def _fmt(value: float | None, pct: bool = False) -> str:
     return f"{100 * value:.1f}%" if pct else f"{value:.3f}"
 
 
+def segmentation_summary(report: dict[str, Any]) -> str:
+    """The segmentation figures of a one-line summary, or that the model produces none."""
+    if not report.get("segmentation_produced", True):
+        return "segmentation: not produced by this model"
+    dice, median, area = report["dice_mean"], report["dice_median"], report["area_error_median"]
+    return ("Dice n/a" if dice is None else f"Dice mean {dice:.3f} (median {median:.3f})") + (
+        ", area error median " + ("n/a" if area is None else f"{area:.1%}")
+    )
+
+
 def markdown(r: dict) -> str:
     ci = r.get("ci95", {})
+    segmented = r.get("segmentation_produced", True)  # reports written before the key existed all segmented
 
     def interval(k: str, pct: bool) -> str:
         return f" (95% CI {_fmt(ci[k][0], pct)}–{_fmt(ci[k][1], pct)})" if k in ci else ""
 
-    lines = [
-        f"# Evaluation of {r.get('model')}",
-        "",
-        f"Split: {r['split']}.",
-        f"Images: {r['n_images']} ({r['n_unreadable']} unreadable), "
-        f"patients: {r['n_patients']}. No augmentation; masks compared at each image's native resolution.",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        f"| tumor-type accuracy (3 classes, tumor slices) | {_fmt(r['tumor_type_accuracy'], True)}"
-        f"{interval('tumor_type_accuracy', True)} |",
-        f"| tumor-type accuracy with the 4-class decision | {_fmt(r['tumor_type_accuracy_4way'], True)} |",
-        f"| accuracy (4 classes) | {_fmt(r['accuracy'], True)}{interval('accuracy', True)} |",
-        f"| macro F1 (4 classes) / (3 tumor types) | {_fmt(r['macro_f1'])} / {_fmt(r['tumor_type_macro_f1'])} |",
+    segmentation_rows = [
         f"| Dice mean / median (tumor slices) | {_fmt(r['dice_mean'])}{interval('dice_mean', False)} / "
         f"{_fmt(r['dice_median'])} |",
         f"| IoU mean | {_fmt(r['iou_mean'])} |",
@@ -179,6 +177,42 @@ def markdown(r: dict) -> str:
         f"| area relative error, median | {_fmt(r['area_error_median'], True)}{interval('area_error_median', True)} |",
         f"| tumors missed entirely (Dice 0) | {r['missed_tumors']} |",
         f"| no-tumor images given an outline | {_fmt(r['notumor_outlined'], True)} |",
+    ]
+    segmentation_section = [
+        "## Segmentation per tumor type",
+        "",
+        "| class | n | Dice mean | Dice median |",
+        "|---|---|---|---|",
+        *[
+            f"| {c} | {v['n']} | {_fmt(v['dice_mean'])} | {_fmt(v['dice_median'])} |"
+            for c, v in r["segmentation_per_class"].items()
+        ],
+        "",
+    ]
+    lines = [
+        f"# Evaluation of {r.get('model')}",
+        "",
+        f"Split: {r['split']}.",
+        f"Images: {r['n_images']} ({r['n_unreadable']} unreadable), patients: {r['n_patients']}. No augmentation; "
+        + ("masks compared at each image's native resolution." if segmented else "classification only."),
+        "",
+        *(
+            []
+            if segmented
+            else [
+                "Segmentation: not produced by this model (it classifies only): no Dice, IoU, HD95, area or "
+                "outline figures.",
+                "",
+            ]
+        ),
+        "| metric | value |",
+        "|---|---|",
+        f"| tumor-type accuracy (3 classes, tumor slices) | {_fmt(r['tumor_type_accuracy'], True)}"
+        f"{interval('tumor_type_accuracy', True)} |",
+        f"| tumor-type accuracy with the 4-class decision | {_fmt(r['tumor_type_accuracy_4way'], True)} |",
+        f"| accuracy (4 classes) | {_fmt(r['accuracy'], True)}{interval('accuracy', True)} |",
+        f"| macro F1 (4 classes) / (3 tumor types) | {_fmt(r['macro_f1'])} / {_fmt(r['tumor_type_macro_f1'])} |",
+        *(segmentation_rows if segmented else []),
         f"| expected calibration error (4 classes, 15 bins) | {_fmt(r['ece'])} |",
         f"| out-of-distribution warnings | {_fmt(r['ood_warning_rate'], True)} |",
         "",
@@ -191,17 +225,10 @@ def markdown(r: dict) -> str:
             for c, v in r["per_class"].items()
         ],
         "",
-        "## Segmentation per tumor type",
-        "",
-        "| class | n | Dice mean | Dice median |",
-        "|---|---|---|---|",
-        *[
-            f"| {c} | {v['n']} | {_fmt(v['dice_mean'])} | {_fmt(v['dice_median'])} |"
-            for c, v in r["segmentation_per_class"].items()
-        ],
-        "",
-        f"Per patient (each patient once): accuracy {_fmt(r['per_patient']['accuracy_mean'], True)}, "
-        f"Dice {_fmt(r['per_patient']['dice_mean'])} over {r['per_patient']['n_patients']} patients.",
+        *(segmentation_section if segmented else []),
+        f"Per patient (each patient once): accuracy {_fmt(r['per_patient']['accuracy_mean'], True)}"
+        + (f", Dice {_fmt(r['per_patient']['dice_mean'])}" if segmented else "")
+        + f" over {r['per_patient']['n_patients']} patients.",
         "",
         "The no-tumor images come from another source and MRI sequence than the tumor slices: 4-class figures "
         "overstate skill; the 3-class tumor-type figures are the honest measure.",

@@ -1,5 +1,6 @@
 """Analysis of scans with a trained model folder: ONNX Runtime on the CPU, no torch needed."""
 
 from braintumor.inference.analyzer import Analyzer, Result
+from braintumor.inference.classifier import Classifier, load_model
 
-__all__ = ["Analyzer", "Result"]
+__all__ = ["Analyzer", "Classifier", "Result", "load_model"]

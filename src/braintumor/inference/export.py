@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -25,7 +26,7 @@ def save_weights(net: nn.Module, model_dir: str | Path) -> Path:
 def load_torch_model(model_dir: str | Path) -> tuple[nn.Module, dict]:
     """The network of a model folder in eval mode, weights verified by checksum (safetensors only)."""
     card = read_card(model_dir)
-    net = build_model(card["architecture"], num_classes=len(card["classes"]))
+    net = build_model(card["architecture"], num_classes=len(card["classes"]), size=int(card["input"]["size"]))
     net.load_state_dict(load_file(str(verified_file(model_dir, WEIGHTS, card))))
     return net.eval(), card
 
@@ -43,28 +44,51 @@ class _Probabilities(nn.Module):
         return torch.sigmoid(seg), torch.softmax(cls, dim=1), features
 
 
+class _ClassProbabilities(nn.Module):
+    """The graph of a classification-only network (no mask head): class probabilities and the features its
+    last layer reads. The network's ``forward_with_features`` returns ``(None, class_logits, features)``."""
+
+    net: Any  # an nn.Module with forward_with_features (no common base class declares it)
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, cls, features = self.net.forward_with_features(x)
+        return torch.softmax(cls, dim=1), features
+
+
 def export_onnx(net: nn.Module, size: int, model_dir: str | Path) -> Path:
+    """``model.onnx`` of a network with a class head: ``image`` → ``mask_prob``, ``class_prob``, ``features`` for a
+    multitask_unet (the analyzer's graph), ``image`` → ``class_prob``, ``features`` for a classification-only
+    network (evaluate scores it without masks). A segmentation-only network is not exported."""
     from braintumor.models.multitask_unet import MultiTaskUNet
 
-    if not isinstance(net, MultiTaskUNet):  # the analyzer's graph has a mask head, a class head and features
-        raise ValueError(f"only a multitask_unet exports to the ONNX graph the analyzer runs, not {type(net).__name__}")
-    path = Path(model_dir) / ONNX
     contiguous = net.eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # overloads omit it
-    wrapper = _Probabilities(contiguous).eval()
+    wrapper: nn.Module
+    if isinstance(contiguous, MultiTaskUNet):
+        wrapper, outputs = _Probabilities(contiguous), ["mask_prob", "class_prob", "features"]
+    elif callable(getattr(contiguous, "forward_with_features", None)):
+        wrapper, outputs = _ClassProbabilities(contiguous), ["class_prob", "features"]
+    else:
+        raise ValueError(
+            f"{type(net).__name__} has no class head with features (forward_with_features); it is not exported"
+        )
+    path = Path(model_dir) / ONNX
     example = torch.zeros(1, 1, size, size)
-    torch.onnx.export(
-        wrapper,
-        (example,),
-        str(path),
-        input_names=["image"],
-        output_names=["mask_prob", "class_prob", "features"],
-        dynamic_axes={
-            "image": {0: "batch"},
-            "mask_prob": {0: "batch"},
-            "class_prob": {0: "batch"},
-            "features": {0: "batch"},
-        },
-        opset_version=17,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # only the batch axis is dynamic: an input side read while tracing (a shape check, alexnet's pooling
+        # matrices) is a constant of the graph by design
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            wrapper.eval(),
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in ["image", *outputs]},
+            opset_version=17,
+            dynamo=False,
+        )
     return path

@@ -8,6 +8,7 @@ extra, when they can be downloaded.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from torch import nn
@@ -142,14 +143,26 @@ class InceptionV3(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[None, torch.Tensor]:
         return None, self.head(self.features(x))
 
+    def forward_with_features(self, x: torch.Tensor) -> tuple[None, torch.Tensor, torch.Tensor]:
+        """No mask, the class logits, and the 2048 pooled features the linear layer reads."""
+        pooled = self.head[:3](self.features(x))  # pool, flatten, dropout (the identity in eval mode)
+        return None, self.head[3](pooled), pooled
+
 
 class _TimmWrapper(nn.Module):
+    net: Any  # a timm model: forward_features, forward_head and get_classifier are timm's, not nn.Module's
+
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
     def forward(self, x: torch.Tensor) -> tuple[None, torch.Tensor]:
         return None, self.net(x)
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[None, torch.Tensor, torch.Tensor]:
+        """No mask, the class logits, and the pooled features timm's classifier reads."""
+        pooled = self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+        return None, self.net.get_classifier()(pooled), pooled
 
 
 def build_inception_v3(num_classes: int = 4, pretrained: bool = False) -> nn.Module:

@@ -26,10 +26,11 @@ class SliceModule(L.LightningModule):
         weight_decay: float = 1e-4,
         class_weights: list[float] | None = None,
         pretrained: bool = False,
+        size: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = build_model(arch, num_classes=len(CLASSES), pretrained=pretrained)
+        self.net = build_model(arch, num_classes=len(CLASSES), pretrained=pretrained, size=size)
         # the reference segmenter was trained with plain BCE; ours with Dice + BCE per slice
         self.seg_loss = nn.BCEWithLogitsLoss() if arch == "seed_unet" else DiceCELoss(sigmoid=True)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None

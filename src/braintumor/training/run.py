@@ -16,7 +16,7 @@ import numpy as np
 
 from braintumor import CLASSES
 from braintumor.data import Record, read_manifest, train_val_test_split, write_manifest
-from braintumor.models import ARCHITECTURES
+from braintumor.models import ARCHITECTURES, DESCRIPTIONS
 
 if TYPE_CHECKING:  # torch is imported where training starts
     from torch import nn
@@ -95,7 +95,9 @@ def train(cfg: TrainConfig) -> Path:
     )
     val_loader = torch.utils.data.DataLoader(SliceDataset(cache, val_idx), batch_size=64, num_workers=0)
 
-    module = SliceModule(cfg.arch, lr=cfg.lr, class_weights=class_weights.tolist(), pretrained=cfg.pretrained)
+    module = SliceModule(
+        cfg.arch, lr=cfg.lr, class_weights=class_weights.tolist(), pretrained=cfg.pretrained, size=size
+    )
     if cfg.init:
         initialise(module.net, cfg, [r for r in kept if split[r.id] == "val"])
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_score", mode="max")
@@ -134,7 +136,8 @@ def _init_dir(init: Path) -> Path:
 
 def initialise(net: nn.Module, cfg: TrainConfig, val_records: list[Record]) -> None:
     """Load ``cfg.init``'s verified weights into ``net``; refuse when that model trained on this run's validation
-    patients (its figures would be optimistic). Fully convolutional nets accept any ``--size``."""
+    patients (its figures would be optimistic). Fully convolutional nets accept any ``--size``; the mlp only its
+    own."""
     from braintumor.data.patient_keys import trained_groups
     from braintumor.inference.export import load_torch_model
 
@@ -152,7 +155,13 @@ def initialise(net: nn.Module, cfg: TrainConfig, val_records: list[Record]) -> N
             f"--init {cfg.init}: that model was trained on {len(seen)} patients/images of this run's "
             f"validation fold; use its split ({recipe}) or another starting point"
         )
-    net.load_state_dict(source.state_dict())
+    try:
+        net.load_state_dict(source.state_dict())
+    except RuntimeError as err:  # weights whose shape depends on the input side (the mlp's first layer)
+        raise ValueError(
+            f"--init {cfg.init}: its weights do not fit this run's network (trained at --size "
+            f"{card['input']['size']}, this run uses {cfg.input_size}): {str(err).splitlines()[-1].strip()}"
+        ) from None
 
 
 def _records_and_split(cfg: TrainConfig) -> tuple[list[Record], dict[str, str]]:
@@ -261,7 +270,7 @@ def _write_model_folder(
     net = net.cpu().float().eval()
     save_weights(net, out)
     task = ARCHITECTURES[cfg.arch][0]
-    if task == "segmentation+classification":
+    if "classification" in task:  # the analyzer's graph, or a class-only one that evaluate scores
         export_onnx(net, size, out)
     init = read_card(_init_dir(cfg.init)) if cfg.init else {}
     # salted scrypt keys of this run's training groups, plus the start weights' key blocks as they are (salted keys
@@ -275,6 +284,7 @@ def _write_model_folder(
     card = {
         "name": f"braintumor-{cfg.arch}",
         "architecture": cfg.arch,
+        "description": DESCRIPTIONS[cfg.arch],
         "task": task,
         "classes": list(CLASSES),
         "input": {
@@ -338,6 +348,8 @@ def _write_model_folder(
         "slices of one public dataset (Figshare, Cheng 2017); the no-tumor class comes from another "
         "source (Br35H, mostly T2/FLAIR), so it may be recognised by sequence rather than anatomy.",
     }
+    if "segmentation" not in task:  # no mask: no threshold, no area
+        del card["mask_threshold"], card["spacing_convention"]
     record_files(out, card)
     plot_curves(cfg.metrics_csv, out / "curves.png")
     log.info("model folder written: %s", out)

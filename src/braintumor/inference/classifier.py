@@ -1,0 +1,112 @@
+"""``Classifier``: a classification-only model folder (inception_v3, alexnet, mlp) → tumor type and probabilities.
+
+The Analyzer's counterpart for the reference classifiers: it runs their ONNX graph (``image`` → ``class_prob``,
+``features``) with ONNX Runtime and returns the same ``Result``, without a mask, an outline or an area: these
+models do not produce a segmentation, and nothing here pretends they do. ``load_model`` picks the Analyzer or
+the Classifier from a model folder's card, so ``evaluate`` scores every architecture that has a class head.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from braintumor.errors import ScanError
+from braintumor.imageio import Scan, as_spacing
+from braintumor.inference.analyzer import LOW_CONFIDENCE, Analyzer, Result, SpacingArg
+from braintumor.inference.bundle import ONNX, OOD, read_card, verified_file
+from braintumor.inference.calibration import FeatureModel, apply_temperature
+from braintumor.inference.checks import input_warnings
+from braintumor.preprocessing import to_model_input
+
+#: what a classification-only model says about the mask, in results and reports
+NO_SEGMENTATION = "segmentation: not produced by this model"
+
+
+class Classifier:
+    """Load once, call ``analyze_scans``; results carry ``mask=None`` and no area."""
+
+    def __init__(self, model_dir: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.model_dir = Path(model_dir)
+        self.card = read_card(self.model_dir)
+        if self.card.get("task") != "classification":
+            raise ScanError(str(model_dir), "the classifier runs classification-only model folders")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        options.enable_cpu_mem_arena = False
+        onnx_path = verified_file(self.model_dir, ONNX, self.card)
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.size = int(self.card["input"]["size"])
+        self.classes = list(self.card["classes"])
+        calibration = self.card.get("calibration", {})
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.ood_threshold = calibration.get("ood_threshold")
+        self.features = (
+            FeatureModel.load(verified_file(self.model_dir, OOD, self.card)) if self.ood_threshold is not None else None
+        )
+
+    def network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The graph's raw outputs for a ``(N, 1, size, size)`` batch: class probabilities (before calibration) and
+        the features the last layer reads (None for a graph exported without them)."""
+        outputs = self.session.run(None, {"image": batch})
+        return outputs[0], outputs[1] if len(outputs) > 1 else None
+
+    def analyze_scans(self, scans: list[Scan], spacing_mm: SpacingArg = None) -> list[Result]:
+        """One network run for a batch of scans."""
+        inputs = [to_model_input(s.pixels, self.size)[0] for s in scans]
+        class_prob, features = self.network(np.stack(inputs)[:, None])
+        class_prob = apply_temperature(class_prob, self.temperature) if self.temperature != 1.0 else class_prob
+        scores = (
+            self.features.score(features) if self.features is not None and features is not None else [None] * len(scans)
+        )
+        return [
+            self._result(s, x, p, spacing_mm, o) for s, x, p, o in zip(scans, inputs, class_prob, scores, strict=True)
+        ]
+
+    def _result(
+        self, scan: Scan, model_input: np.ndarray, probs: np.ndarray, spacing_mm: SpacingArg, ood_score: float | None
+    ) -> Result:
+        spacing, source = scan.spacing_mm, scan.spacing_source
+        if spacing is None and spacing_mm is not None:
+            spacing, source = as_spacing(spacing_mm), "user"
+        probabilities = {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
+        label = max(probabilities, key=probabilities.__getitem__)
+        warnings = input_warnings(scan, model_input)
+        if ood_score is not None and ood_score > self.ood_threshold:
+            warnings.append(
+                f"unlike the images the model was trained on (out-of-distribution score {ood_score:.2f} > "
+                f"{self.ood_threshold:.2f}): the type is unreliable for this input"
+            )
+        if probabilities[label] < LOW_CONFIDENCE:
+            warnings.append(f"low confidence ({probabilities[label]:.2f}): treat the tumor type as uncertain")
+        warnings.append(f"{NO_SEGMENTATION}: no outline, no area")
+        return Result(
+            file=scan.name,
+            label=label,
+            probabilities=probabilities,
+            mask=None,
+            spacing_mm=spacing,
+            spacing_source=source,
+            ood_score=None if ood_score is None else float(ood_score),
+            warnings=warnings,
+            scan=scan,
+        )
+
+
+def load_model(model_dir: str | Path | None = None) -> Analyzer | Classifier:
+    """The runner a model folder's task needs: the Analyzer (mask and type; the shipped model when None) or the
+    Classifier (type only). A segmentation-only folder has no graph to run."""
+    if model_dir is None:
+        return Analyzer.default()
+    task = read_card(model_dir).get("task")
+    if task == "classification":
+        return Classifier(model_dir)
+    if task == "segmentation":
+        raise ScanError(str(model_dir), "a segmentation-only model folder has no ONNX graph to evaluate")
+    return Analyzer(model_dir)
