@@ -10,18 +10,12 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "braintumor"
-ORDER = ["imageio", "data", "preprocessing", "models", "training", "evaluation", "inference", "app", "commands"]
+ORDER = ["imageio", "data", "preprocessing", "models", "inference", "training", "evaluation", "app", "commands"]
 RANK = {stage: i for i, stage in enumerate(ORDER)} | {"serve": ORDER.index("app")}
 
-#: (importing file, imported module): model folders are read and written by inference.bundle/export, which
-#: training uses; evaluation reuses the analyzer's calibration maths and drawing; training scores Dice per epoch.
+#: (importing file, imported module): training scores Dice per epoch with the evaluation metrics.
 KNOWN = {
-    ("evaluation/calibration.py", "braintumor.inference.calibration"),
-    ("evaluation/crossval.py", "braintumor.inference"),
-    ("evaluation/gallery.py", "braintumor.inference.render"),
     ("training/module.py", "braintumor.evaluation.metrics"),
-    ("training/run.py", "braintumor.inference.bundle"),
-    ("training/run.py", "braintumor.inference.export"),
 }
 
 

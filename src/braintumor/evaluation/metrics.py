@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+from braintumor.imageio.scan import area_cm2 as area_cm2  # defined low: the analyzer needs it too
+
 
 def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int) -> np.ndarray:
     """``cm[t, p]`` counts items of true class t predicted as p."""
@@ -54,11 +56,6 @@ def hausdorff95(pred: np.ndarray, true: np.ndarray, spacing_mm: tuple[float, flo
     to_true = ndimage.distance_transform_edt(~st, sampling=spacing_mm)[sp]
     to_pred = ndimage.distance_transform_edt(~sp, sampling=spacing_mm)[st]
     return float(np.percentile(np.concatenate([to_true, to_pred]), 95))
-
-
-def area_cm2(pixels: int, spacing_mm: tuple[float, float]) -> float:
-    """Area of ``pixels`` pixels of ``row × col`` mm, in cm²."""
-    return float(pixels) * spacing_mm[0] * spacing_mm[1] / 100.0
 
 
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> list[tuple[float, float, int]]:

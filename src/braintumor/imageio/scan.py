@@ -60,3 +60,8 @@ def as_spacing(value: float | tuple[float, float] | list[float]) -> tuple[float,
     if len(numbers) != 2 or not all(np.isfinite(v) and v > 0 for v in numbers):
         raise ValueError(f"pixel spacing must be one or two positive numbers in mm, got {value!r}")
     return numbers[0], numbers[1]
+
+
+def area_cm2(pixels: int, spacing_mm: tuple[float, float]) -> float:
+    """Area of ``pixels`` pixels of ``row × col`` mm, in cm²."""
+    return float(pixels) * spacing_mm[0] * spacing_mm[1] / 100.0

@@ -18,12 +18,12 @@ import numpy as np
 
 from braintumor import CLASSES
 from braintumor.errors import ScanError
-from braintumor.evaluation.metrics import area_cm2
 from braintumor.imageio import Scan, as_spacing, load_scan
 from braintumor.imageio.registry import Source
-from braintumor.inference.bundle import DEFAULT_MODEL_DIR, ONNX, OOD, read_card, verified_file
-from braintumor.inference.calibration import FeatureModel, apply_temperature
+from braintumor.imageio.scan import area_cm2
+from braintumor.inference.bundle import DEFAULT_MODEL_DIR
 from braintumor.inference.checks import consistency_warnings, decide, input_warnings
+from braintumor.inference.runtime import OnnxModel
 from braintumor.preprocessing import Geometry, output_to_image, to_model_input
 
 T = TypeVar("T")
@@ -82,32 +82,14 @@ class Result:
         }
 
 
-class Analyzer:
+class Analyzer(OnnxModel):
     """Load once, call ``analyze`` from any thread."""
 
-    def __init__(self, model_dir: str | Path, threads: int | None = None):
-        import onnxruntime as ort
+    task = "segmentation+classification"
 
-        self.model_dir = Path(model_dir)
-        self.card = read_card(self.model_dir)
-        if self.card.get("task") != "segmentation+classification":
-            raise ScanError(str(model_dir), "the analyzer needs a segmentation+classification model folder")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        options.enable_cpu_mem_arena = False  # batches would otherwise keep their peak allocation for good
-        onnx_path = verified_file(self.model_dir, ONNX, self.card)
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        self.size = int(self.card["input"]["size"])
+    def __init__(self, model_dir: str | Path, threads: int | None = None):
+        super().__init__(model_dir, threads)
         self.threshold = float(self.card.get("mask_threshold", 0.5))
-        self.classes = list(self.card["classes"])
-        calibration = self.card.get("calibration", {})
-        self.temperature = float(calibration.get("temperature", 1.0))
-        self.ood_threshold = calibration.get("ood_threshold")
-        self.features = (
-            FeatureModel.load(verified_file(self.model_dir, OOD, self.card)) if self.ood_threshold is not None else None
-        )
 
     @classmethod
     def default(cls) -> Analyzer:
@@ -139,10 +121,7 @@ class Analyzer:
     def _run(self, prepared: list[tuple[Scan, np.ndarray, Geometry]], spacing_mm: SpacingArg) -> list[Result]:
         scans, inputs, geometries = zip(*prepared, strict=True)
         mask_prob, class_prob, features = self.network(np.stack(inputs)[:, None])
-        class_prob = apply_temperature(class_prob, self.temperature) if self.temperature != 1.0 else class_prob
-        scores = (
-            self.features.score(features) if self.features is not None and features is not None else [None] * len(scans)
-        )
+        class_prob, scores = self.calibrated(class_prob, features)
         return [
             self._result(s, x, g, m[0], p, spacing_mm, o)
             for s, x, g, m, p, o in zip(scans, inputs, geometries, mask_prob, class_prob, scores, strict=True)
@@ -205,11 +184,7 @@ class Analyzer:
         probabilities = {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
         label, decision_warnings = decide(probabilities, mask_prob, self.threshold)
         warnings = input_warnings(scan, model_input) + decision_warnings
-        if ood_score is not None and ood_score > self.ood_threshold:
-            warnings.append(
-                f"unlike the images the model was trained on (out-of-distribution score {ood_score:.2f} > "
-                f"{self.ood_threshold:.2f}): the type, outline and area are unreliable for this input"
-            )
+        warnings += self.ood_warnings(ood_score, "the type, outline and area are")
         if probabilities[label] < LOW_CONFIDENCE:
             warnings.append(f"low confidence ({probabilities[label]:.2f}): treat the tumor type as uncertain")
         warnings += consistency_warnings(label, pixels, mask.size)

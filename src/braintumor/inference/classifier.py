@@ -8,7 +8,6 @@ the Classifier from a model folder's card, so ``evaluate`` scores every architec
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,40 +15,19 @@ import numpy as np
 from braintumor.errors import ScanError
 from braintumor.imageio import Scan, as_spacing
 from braintumor.inference.analyzer import LOW_CONFIDENCE, Analyzer, Result, SpacingArg
-from braintumor.inference.bundle import ONNX, OOD, read_card, verified_file
-from braintumor.inference.calibration import FeatureModel, apply_temperature
+from braintumor.inference.bundle import read_card
 from braintumor.inference.checks import input_warnings
+from braintumor.inference.runtime import OnnxModel
 from braintumor.preprocessing import to_model_input
 
 #: what a classification-only model says about the mask, in results and reports
 NO_SEGMENTATION = "segmentation: not produced by this model"
 
 
-class Classifier:
+class Classifier(OnnxModel):
     """Load once, call ``analyze_scans``; results carry ``mask=None`` and no area."""
 
-    def __init__(self, model_dir: str | Path, threads: int | None = None):
-        import onnxruntime as ort
-
-        self.model_dir = Path(model_dir)
-        self.card = read_card(self.model_dir)
-        if self.card.get("task") != "classification":
-            raise ScanError(str(model_dir), "the classifier runs classification-only model folders")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        options.enable_cpu_mem_arena = False
-        onnx_path = verified_file(self.model_dir, ONNX, self.card)
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        self.size = int(self.card["input"]["size"])
-        self.classes = list(self.card["classes"])
-        calibration = self.card.get("calibration", {})
-        self.temperature = float(calibration.get("temperature", 1.0))
-        self.ood_threshold = calibration.get("ood_threshold")
-        self.features = (
-            FeatureModel.load(verified_file(self.model_dir, OOD, self.card)) if self.ood_threshold is not None else None
-        )
+    task = "classification"
 
     def network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The graph's raw outputs for a ``(N, 1, size, size)`` batch: class probabilities (before calibration) and
@@ -61,10 +39,7 @@ class Classifier:
         """One network run for a batch of scans."""
         inputs = [to_model_input(s.pixels, self.size)[0] for s in scans]
         class_prob, features = self.network(np.stack(inputs)[:, None])
-        class_prob = apply_temperature(class_prob, self.temperature) if self.temperature != 1.0 else class_prob
-        scores = (
-            self.features.score(features) if self.features is not None and features is not None else [None] * len(scans)
-        )
+        class_prob, scores = self.calibrated(class_prob, features)
         return [
             self._result(s, x, p, spacing_mm, o) for s, x, p, o in zip(scans, inputs, class_prob, scores, strict=True)
         ]
@@ -78,11 +53,7 @@ class Classifier:
         probabilities = {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
         label = max(probabilities, key=probabilities.__getitem__)
         warnings = input_warnings(scan, model_input)
-        if ood_score is not None and ood_score > self.ood_threshold:
-            warnings.append(
-                f"unlike the images the model was trained on (out-of-distribution score {ood_score:.2f} > "
-                f"{self.ood_threshold:.2f}): the type is unreliable for this input"
-            )
+        warnings += self.ood_warnings(ood_score, "the type is")
         if probabilities[label] < LOW_CONFIDENCE:
             warnings.append(f"low confidence ({probabilities[label]:.2f}): treat the tumor type as uncertain")
         warnings.append(f"{NO_SEGMENTATION}: no outline, no area")

@@ -1,0 +1,61 @@
+"""What every runnable model folder shares: its verified ONNX graph in an ONNX Runtime session, its classes and
+input size, and its calibration (temperature, out-of-distribution model and threshold).  The Analyzer (mask and
+type) and the Classifier (type only) turn the graph's outputs into results."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from braintumor.errors import ScanError
+from braintumor.inference.bundle import ONNX, OOD, read_card, verified_file
+from braintumor.inference.calibration import FeatureModel, apply_temperature
+
+
+class OnnxModel:
+    """Load once; ``session.run`` is safe to share between threads."""
+
+    #: the card's ``task`` this runner accepts
+    task = ""
+
+    def __init__(self, model_dir: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.model_dir = Path(model_dir)
+        self.card = read_card(self.model_dir)
+        if self.card.get("task") != self.task:
+            raise ScanError(str(model_dir), f"the {type(self).__name__.lower()} needs a {self.task} model folder")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        options.enable_cpu_mem_arena = False  # batches would otherwise keep their peak allocation for good
+        onnx_path = verified_file(self.model_dir, ONNX, self.card)
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.size = int(self.card["input"]["size"])
+        self.classes = list(self.card["classes"])
+        calibration = self.card.get("calibration", {})
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.ood_threshold: float | None = calibration.get("ood_threshold")
+        self.features = (
+            FeatureModel.load(verified_file(self.model_dir, OOD, self.card)) if self.ood_threshold is not None else None
+        )
+
+    def calibrated(self, class_prob: np.ndarray, features: np.ndarray | None) -> tuple[np.ndarray, list[float | None]]:
+        """Temperature-scaled probabilities and the out-of-distribution score of each row (None without a model)."""
+        if self.temperature != 1.0:
+            class_prob = apply_temperature(class_prob, self.temperature)
+        if self.features is None or features is None:
+            return class_prob, [None] * len(class_prob)
+        return class_prob, [float(s) for s in self.features.score(features)]
+
+    def ood_warnings(self, score: float | None, what: str) -> list[str]:
+        """The warning for an input unlike the training images; ``what``: the parts of the result it concerns."""
+        if score is None or self.ood_threshold is None or score <= self.ood_threshold:
+            return []
+        return [
+            f"unlike the images the model was trained on (out-of-distribution score {score:.2f} > "
+            f"{self.ood_threshold:.2f}): {what} unreliable for this input"
+        ]
