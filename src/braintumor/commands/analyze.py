@@ -115,7 +115,7 @@ class Outputs:
             image = overlay(result.scan.pixels, result.mask, caption_of(result))
             path = self.out / "overlays" / f"{stem}{OVERLAY_SUFFIX[self.overlay_format]}"
             if self.overlay_format == "jpeg":
-                image.save(path, quality=90)
+                image.convert("RGB").save(path, quality=90)
             else:
                 image.save(path, compress_level=1)
         source, fmt = Path(result.file), result.scan.meta.get("format")
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     stems = dict(zip(map(str, files), _stems(files), strict=True))
     done = _done(args.out / "results.csv") if args.resume else set()
     todo = [f for f in files if str(f) not in done]
-    analyzer = Analyzer.load(args.model)
+    analyzer = Analyzer.load(args.model, memory_arena=len(todo) > 1)  # a batch: speed over resident memory
     workers = min(4, os.cpu_count() or 1)
     outputs = Outputs(args.out, args.overlay_format, append=bool(done), workers=workers) if args.out else None
     failed = 0

@@ -87,8 +87,8 @@ class Analyzer(OnnxModel):
 
     task = "segmentation+classification"
 
-    def __init__(self, model_dir: str | Path, threads: int | None = None):
-        super().__init__(model_dir, threads)
+    def __init__(self, model_dir: str | Path, threads: int | None = None, memory_arena: bool = False):
+        super().__init__(model_dir, threads, memory_arena)
         self.threshold = float(self.card.get("mask_threshold", 0.5))
 
     @classmethod
@@ -97,8 +97,8 @@ class Analyzer(OnnxModel):
         return cls(DEFAULT_MODEL_DIR)
 
     @classmethod
-    def load(cls, model_dir: str | Path | None = None) -> Analyzer:
-        return cls(model_dir) if model_dir else cls.default()
+    def load(cls, model_dir: str | Path | None = None, memory_arena: bool = False) -> Analyzer:
+        return cls(model_dir or DEFAULT_MODEL_DIR, memory_arena=memory_arena)
 
     def analyze(
         self,

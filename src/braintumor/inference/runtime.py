@@ -20,7 +20,7 @@ class OnnxModel:
     #: the card's ``task`` this runner accepts
     task = ""
 
-    def __init__(self, model_dir: str | Path, threads: int | None = None):
+    def __init__(self, model_dir: str | Path, threads: int | None = None, memory_arena: bool = False):
         import onnxruntime as ort
 
         self.model_dir = Path(model_dir)
@@ -31,7 +31,9 @@ class OnnxModel:
         options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        options.enable_cpu_mem_arena = False  # batches would otherwise keep their peak allocation for good
+        # off by default: a long-lived server would keep a batch's peak allocation for good; a batch run may trade
+        # that memory for speed
+        options.enable_cpu_mem_arena = memory_arena
         onnx_path = verified_file(self.model_dir, ONNX, self.card)
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.size = int(self.card["input"]["size"])
