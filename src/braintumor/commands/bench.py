@@ -108,9 +108,11 @@ def _end_to_end(
 ) -> tuple[float, float]:
     """Median ms per image of a whole ``braintumor analyze`` process over ``images`` (start-up included) and its
     peak RSS (MB): with ``--out`` (masks, overlays, CSV written) or with ``--json`` only."""
+    # VmHWM, the child's own peak: ru_maxrss would keep this (parent) process's peak across fork + exec
     code = (
-        "import resource, sys\nfrom braintumor.cli import main\nrc = main(sys.argv[1:])\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)\nsys.exit(rc)"
+        "import sys\nfrom braintumor.cli import main\nrc = main(sys.argv[1:])\n"
+        "print([int(s.split()[1]) for s in open('/proc/self/status') if s.startswith('VmHWM')][0] / 1024, "
+        "file=sys.stderr)\nsys.exit(rc)"
     )
     args = [str(p) for p in images] + ["--spacing-mm", "0.49"] + (["--model", str(model)] if model else [])
     args += ["--json"] if json_only else ["--out", str(out)]
