@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,31 +14,31 @@ from braintumor.training.run import TrainConfig
 from conftest import csv_rows
 
 
+def _cv_argv(data: Path, out: Path) -> list[str]:
+    """2 folds × 1 epoch at 32 px: the whole protocol in seconds."""
+    return [
+        "cv",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--size",
+        "32",
+        "--batch-size",
+        "4",
+        "--bootstrap",
+        "20",
+    ]
+
+
 @pytest.fixture(scope="module")
 def cv_out(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("cv")
-    assert (
-        main(
-            [
-                "cv",
-                "--data",
-                str(tiny_data),
-                "--out",
-                str(out),
-                "--folds",
-                "2",
-                "--epochs",
-                "1",
-                "--size",
-                "32",
-                "--batch-size",
-                "4",
-                "--bootstrap",
-                "20",
-            ]
-        )
-        == 0
-    )
+    assert main(_cv_argv(tiny_data, out)) == 0
     return out
 
 
@@ -80,26 +81,5 @@ def test_check_fold_catches_a_leaked_patient(cv_out, tmp_path):
 
 def test_cv_resumes_without_retraining(cv_out, tiny_data):
     before = (cv_out / "fold0" / "model.safetensors").stat().st_mtime_ns
-    assert (
-        main(
-            [
-                "cv",
-                "--data",
-                str(tiny_data),
-                "--out",
-                str(cv_out),
-                "--folds",
-                "2",
-                "--epochs",
-                "1",
-                "--size",
-                "32",
-                "--batch-size",
-                "4",
-                "--bootstrap",
-                "20",
-            ]
-        )
-        == 0
-    )
+    assert main(_cv_argv(tiny_data, cv_out)) == 0
     assert (cv_out / "fold0" / "model.safetensors").stat().st_mtime_ns == before

@@ -119,21 +119,25 @@ def _parser() -> argparse.ArgumentParser:
         help="start the Streamlit web page (no authentication or TLS: keep it on loopback "
         "or behind a reverse proxy that adds them)",
     )
-    w.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    w.add_argument("--port", type=int, default=8501)
+    _server_options(w, port=8501)
 
     r = sub.add_parser(
         "serve",
         help="start the HTTP API (POST /analyze, docs at /docs; no authentication or TLS: "
         "keep it on loopback or behind a reverse proxy that adds them)",
     )
-    r.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    r.add_argument("--port", type=int, default=8000)
+    _server_options(r, port=8000)
     r.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
     r.add_argument(
         "--max-concurrent", type=int, help="analyses at once; more get 503 + Retry-After (default: 2 per CPU core)"
     )
     return p
+
+
+def _server_options(p: argparse.ArgumentParser, port: int) -> None:
+    """Where the page or the API listens; loopback unless the user says otherwise."""
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=port)
 
 
 def _train_options(t: argparse.ArgumentParser) -> None:
