@@ -109,7 +109,7 @@ def _far_image() -> bytes:
     return png_bytes(image)
 
 
-def test_warning_for_a_far_input_in_cli_json_and_app(tmp_path, analyzer):
+def test_warning_for_a_far_input_in_cli_json_app_and_api(tmp_path, analyzer):
     path = tmp_path / "pattern.png"
     path.write_bytes(_far_image())
     result = analyzer.analyze(path, spacing_mm=0.5)
@@ -133,3 +133,10 @@ def test_warning_for_a_far_input_in_cli_json_and_app(tmp_path, analyzer):
 
     view = analyze_upload(analyzer, path.read_bytes(), "pattern.png", spacing_mm=0.5)
     assert any("unreliable" in w for w in view.result.warnings)
+    from fastapi.testclient import TestClient
+
+    from braintumor.serve.api import create_app
+
+    with TestClient(create_app(analyzer)) as client:
+        answer = client.post("/analyze", files={"file": ("pattern.png", path.read_bytes())}, data={"spacing_mm": "0.5"})
+    assert answer.status_code == 200 and any("unreliable" in w for w in answer.json()["warnings"])
