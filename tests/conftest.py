@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,12 @@ def tiny_model(tiny_data, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("model")
     return train(TrainConfig(data=tiny_data, out=out, size=32, epochs=2, batch_size=4, folds=4, progress=False))
+
+
+def accepts_connections(port: int) -> bool:
+    """Whether something listens on this loopback port (a stopped server must free it)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False

@@ -8,7 +8,6 @@ import asyncio
 import http.client
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -20,6 +19,7 @@ import pytest
 from braintumor.app.views import MAX_UPLOAD_MB
 from braintumor.commands.app import command, run
 from braintumor.commands.exposure import exposure_warning, is_loopback
+from conftest import accepts_connections
 from test_app import BROWSER_ARGS, CHROMIUM, INTRO, LABEL, METRICS, PAGE, free_port, require_chromium, start_server
 
 needs_proc = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux only)")
@@ -59,14 +59,6 @@ def test_run_warns_on_stderr_then_becomes_streamlit(monkeypatch, capsys):
     assert ShowErrorDetailsConfigOptions(flags["--client.showErrorDetails"]) == ShowErrorDetailsConfigOptions.NONE
 
 
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 def _streamlit_pids(port: int) -> list[int]:
     """Processes whose command line is a Streamlit server on ``port``."""
     pids = []
@@ -88,7 +80,7 @@ def test_sigterm_to_the_started_pid_stops_the_server(tmp_path):
     assert _streamlit_pids(port) == [proc.pid]  # the CLI became the server: no parent left to orphan it
     os.kill(proc.pid, signal.SIGTERM)
     deadline = time.time() + 5
-    while _accepts(port):
+    while accepts_connections(port):
         assert time.time() < deadline, "the port still accepts connections 5 s after SIGTERM"
         time.sleep(0.1)
     proc.wait(timeout=5)

@@ -28,7 +28,7 @@ from braintumor.inference import Analyzer, Result
 from braintumor.inference.bundle import DEFAULT_MODEL_DIR, sha256
 from braintumor.serve import create_app
 from braintumor.serve.api import MAX_UPLOAD_BYTES, RETRY_AFTER_S
-from conftest import DEV512, png_bytes, write_dicom
+from conftest import DEV512, accepts_connections, png_bytes, write_dicom
 from test_app import free_port
 
 
@@ -223,14 +223,6 @@ def load_slices(tmp_path: Path) -> list[Path]:
     return paths
 
 
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.mark.slow
 def test_real_server_under_load(tmp_path):
     import httpx
@@ -290,7 +282,7 @@ def test_real_server_under_load(tmp_path):
     text = log.read_text()
     # uvicorn finishes the requests in flight, then re-raises SIGTERM so a supervisor sees how the server ended
     assert code in (0, -signal.SIGTERM) and "Finished server process" in text, text[-2000:]
-    assert not _accepts(port), "the port still accepts connections after SIGTERM"
+    assert not accepts_connections(port), "the port still accepts connections after SIGTERM"
     with socket.socket() as s:  # nothing listens on it any more
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))

@@ -127,7 +127,7 @@ def evaluate(
             CLASSES.index(result.label),
             probs,  # the 4-class decision the user sees
             pred_pixels=result.tumor_pixels,
-            ood_warned=bool(analyzer.ood_warnings(result.ood_score, "")),
+            ood_warned=analyzer.is_unfamiliar(result.ood_score),
             segmented=mask is not None,
         )
         if r.label != "notumor" and mask is not None:

@@ -18,22 +18,16 @@ import numpy as np
 
 from braintumor import CLASSES
 from braintumor.errors import ScanError
-from braintumor.imageio import Scan, as_spacing, load_scan
+from braintumor.imageio import Scan, load_scan
 from braintumor.imageio.registry import Source
 from braintumor.imageio.scan import area_cm2
 from braintumor.inference.bundle import DEFAULT_MODEL_DIR
 from braintumor.inference.checks import consistency_warnings, decide, input_warnings
-from braintumor.inference.runtime import OnnxModel
+from braintumor.inference.runtime import OnnxModel, SpacingArg, spacing_for
 from braintumor.preprocessing import Geometry, output_to_image, to_model_input
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-#: a pixel spacing given by the caller: one number (mm) or (row, col)
-SpacingArg = float | tuple[float, float] | list[float] | None
-
-#: Below this top probability the type is reported as uncertain.
-LOW_CONFIDENCE = 0.6
 
 
 @dataclass
@@ -177,16 +171,12 @@ class Analyzer(OnnxModel):
         ood_score: float | None = None,
     ) -> Result:
         mask = (output_to_image(mask_prob, geometry) >= self.threshold).astype(np.uint8)
-        spacing, source = scan.spacing_mm, scan.spacing_source
-        if spacing is None and spacing_mm is not None:
-            spacing, source = as_spacing(spacing_mm), "user"
+        spacing, source = spacing_for(scan, spacing_mm)
         pixels = int(mask.sum())
         probabilities = {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
         label, decision_warnings = decide(probabilities, mask_prob, self.threshold)
         warnings = input_warnings(scan, model_input) + decision_warnings
-        warnings += self.ood_warnings(ood_score, "the type, outline and area are")
-        if probabilities[label] < LOW_CONFIDENCE:
-            warnings.append(f"low confidence ({probabilities[label]:.2f}): treat the tumor type as uncertain")
+        warnings += self.trust_warnings(probabilities, label, ood_score, "the type, outline and area are")
         warnings += consistency_warnings(label, pixels, mask.size)
         if label == "notumor" and pixels:  # a "no tumor" answer has no outline and no area, never a contradiction
             mask, pixels = np.zeros_like(mask), 0

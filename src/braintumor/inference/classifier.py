@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from braintumor.errors import ScanError
-from braintumor.imageio import Scan, as_spacing
-from braintumor.inference.analyzer import LOW_CONFIDENCE, Analyzer, Result, SpacingArg
+from braintumor.imageio import Scan
+from braintumor.inference.analyzer import Analyzer, Result
 from braintumor.inference.bundle import read_card
 from braintumor.inference.checks import input_warnings
-from braintumor.inference.runtime import OnnxModel
+from braintumor.inference.runtime import OnnxModel, SpacingArg, spacing_for
 from braintumor.preprocessing import to_model_input
 
 #: what a classification-only model says about the mask, in results and reports
@@ -47,15 +47,11 @@ class Classifier(OnnxModel):
     def _result(
         self, scan: Scan, model_input: np.ndarray, probs: np.ndarray, spacing_mm: SpacingArg, ood_score: float | None
     ) -> Result:
-        spacing, source = scan.spacing_mm, scan.spacing_source
-        if spacing is None and spacing_mm is not None:
-            spacing, source = as_spacing(spacing_mm), "user"
+        spacing, source = spacing_for(scan, spacing_mm)
         probabilities = {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
         label = max(probabilities, key=probabilities.__getitem__)
         warnings = input_warnings(scan, model_input)
-        warnings += self.ood_warnings(ood_score, "the type is")
-        if probabilities[label] < LOW_CONFIDENCE:
-            warnings.append(f"low confidence ({probabilities[label]:.2f}): treat the tumor type as uncertain")
+        warnings += self.trust_warnings(probabilities, label, ood_score, "the type is")
         warnings.append(f"{NO_SEGMENTATION}: no outline, no area")
         return Result(
             file=scan.name,

@@ -10,8 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from braintumor.errors import ScanError
+from braintumor.imageio import Scan, as_spacing
 from braintumor.inference.bundle import ONNX, OOD, read_card, verified_file
 from braintumor.inference.calibration import FeatureModel, apply_temperature
+
+#: a pixel spacing given by the caller: one number (mm) or (row, col)
+SpacingArg = float | tuple[float, float] | list[float] | None
+#: Below this top probability the type is reported as uncertain.
+LOW_CONFIDENCE = 0.6
 
 
 class OnnxModel:
@@ -53,11 +59,26 @@ class OnnxModel:
             return class_prob, [None] * len(class_prob)
         return class_prob, [float(s) for s in self.features.score(features)]
 
-    def ood_warnings(self, score: float | None, what: str) -> list[str]:
-        """The warning for an input unlike the training images; ``what``: the parts of the result it concerns."""
-        if score is None or self.ood_threshold is None or score <= self.ood_threshold:
-            return []
-        return [
-            f"unlike the images the model was trained on (out-of-distribution score {score:.2f} > "
-            f"{self.ood_threshold:.2f}): {what} unreliable for this input"
-        ]
+    def is_unfamiliar(self, score: float | None) -> bool:
+        """True when an input's out-of-distribution score is over the model's calibrated threshold."""
+        return score is not None and self.ood_threshold is not None and score > self.ood_threshold
+
+    def trust_warnings(self, probabilities: dict[str, float], label: str, score: float | None, what: str) -> list[str]:
+        """Warnings on how far to trust an answer: an input unlike the training images (``what``: the parts of the
+        result that concerns), a low confidence in the reported type."""
+        out = []
+        if self.is_unfamiliar(score):
+            out.append(
+                f"unlike the images the model was trained on (out-of-distribution score {score:.2f} > "
+                f"{self.ood_threshold:.2f}): {what} unreliable for this input"
+            )
+        if probabilities[label] < LOW_CONFIDENCE:
+            out.append(f"low confidence ({probabilities[label]:.2f}): treat the tumor type as uncertain")
+        return out
+
+
+def spacing_for(scan: Scan, spacing_mm: SpacingArg) -> tuple[tuple[float, float] | None, str]:
+    """The scan's own pixel spacing, else the user's (source "user"), else unknown."""
+    if scan.spacing_mm is None and spacing_mm is not None:
+        return as_spacing(spacing_mm), "user"
+    return scan.spacing_mm, scan.spacing_source
