@@ -60,7 +60,8 @@ def cross_validate(base: TrainConfig, n_boot: int = 1000) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rows, pooled = [], []
     for fold in range(base.folds):
-        cfg = replace(base, out=fold_dir(out, fold), val_fold=fold)
+        # the last epoch: the fold being scored must not also choose the epoch
+        cfg = replace(base, out=fold_dir(out, fold), val_fold=fold, keep="last")
         if not (cfg.out / "card.json").is_file():
             train(replace(cfg, resume=(cfg.out / "checkpoints" / "last.ckpt").is_file()))
         check_fold(cfg)
@@ -116,7 +117,7 @@ def _write_table(rows: list[dict], pooled: dict, out: Path, base: TrainConfig) -
         f"# {base.folds}-fold patient-level cross-validation",
         "",
         f"Recipe: `{base.arch}`, {base.input_size} px, {base.epochs} epochs max, batch {base.batch_size}, "
-        f"lr {base.lr:g}, seed {base.seed}"
+        f"lr {base.lr:g}, seed {base.seed}, precision {base.precision or 'bf16-mixed'}, the last epoch of each fold"
         + (f", --init {base.init}" if base.init else "")
         + (f", {base.limit_per_class} images per class (smoke test)" if base.limit_per_class else "")
         + ".",

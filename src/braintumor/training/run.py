@@ -49,6 +49,9 @@ class TrainConfig:
     init: Path | None = None  # a model folder whose weights start the run ("default": the shipped model)
     num_workers: int = 0
     progress: bool = True
+    # "best": the epoch of the highest validation score; "last": the final epoch, for runs whose validation fold
+    # must not choose anything (cross-validation scores that fold)
+    keep: str = "best"
 
     @property
     def input_size(self) -> int:
@@ -124,7 +127,8 @@ def train(cfg: TrainConfig) -> Path:
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resuming else None)
     if trainer.global_rank == 0:
         _prepend_rows(cfg.metrics_csv, earlier)
-        finalize(cfg, Path(checkpoint.best_model_path or last), time.time() - started, (records, split))
+        chosen = last if cfg.keep == "last" else Path(checkpoint.best_model_path or last)
+        finalize(cfg, chosen, time.time() - started, (records, split))
     return out
 
 
@@ -185,7 +189,7 @@ def finalize(
 
     records, split = records_split or _records_and_split(cfg)
     module = SliceModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
-    metrics = _best_epoch_metrics(cfg.metrics_csv)
+    metrics = _epoch_metrics(cfg.metrics_csv, cfg.keep)
     _write_model_folder(module.net, cfg, records, split, metrics, seconds)
     return Path(cfg.out)
 
@@ -238,11 +242,12 @@ def _prepend_rows(metrics_csv: Path, earlier: list[dict]) -> None:
     metrics_csv.with_name("metrics.before-resume.csv").unlink(missing_ok=True)
 
 
-def _best_epoch_metrics(metrics_csv: Path) -> dict:
+def _epoch_metrics(metrics_csv: Path, keep: str = "best") -> dict:
+    """The validation figures of the kept epoch (the best or the last one)."""
     rows = [r for r in _read_rows(metrics_csv) if r.get("val_score")]
     if not rows:
         return {}
-    best = max(rows, key=lambda r: float(r["val_score"]))
+    best = rows[-1] if keep == "last" else max(rows, key=lambda r: float(r["val_score"]))
     return {k: float(v) for k, v in best.items() if v and k.startswith("val_")} | {
         "epoch": int(best["epoch"]),
         "epochs_run": len({r["epoch"] for r in rows}),
@@ -314,7 +319,8 @@ def _write_model_folder(
             if init
             else None,
             "epochs_run": metrics.pop("epochs_run", None),
-            "best_epoch": metrics.get("epoch"),
+            "kept_epoch": metrics.get("epoch"),
+            "kept": "the last epoch" if cfg.keep == "last" else "the best validation epoch",
             "max_epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
             "lr": cfg.lr,
