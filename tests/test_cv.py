@@ -37,8 +37,9 @@ def _cv_argv(data: Path, out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cv_out(tiny_data, tmp_path_factory):
+    """One CV run with --final (post-processing search, all-patients model, cross-fitted calibration)."""
     out = tmp_path_factory.mktemp("cv")
-    assert main(_cv_argv(tiny_data, out)) == 0
+    assert main([*_cv_argv(tiny_data, out), "--final"]) == 0
     return out
 
 
@@ -83,3 +84,36 @@ def test_cv_resumes_without_retraining(cv_out, tiny_data):
     before = (cv_out / "fold0" / "model.safetensors").stat().st_mtime_ns
     assert main(_cv_argv(tiny_data, cv_out)) == 0
     assert (cv_out / "fold0" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_final_model_is_trained_on_all_patients_and_carries_the_cv(cv_out, tiny_data):
+    card = json.loads((cv_out / "final" / "card.json").read_text())
+    assert card["training"]["all_patients"] is True
+    assert card["training"]["split"] == "all patients, no validation fold"
+    assert "--all-patients" in card["training"]["command"]  # rerunnable with 'braintumor train'
+    assert {r["split"] for r in csv_rows(cv_out / "final" / "split.csv")} == {"train"}
+    cv = card["cross_validation"]
+    assert [r["fold"] for r in cv["per_fold"]] == [0, 1]
+    assert cv["mean"]["tumor_type_accuracy"] == pytest.approx(sum(r["tumor_type_accuracy"] for r in cv["per_fold"]) / 2)
+    chosen = csv_rows(cv_out / "chosen" / "cv.csv")  # the table of what ships: the chosen post-processing
+    assert cv["per_fold"][0]["tumor_type_accuracy"] == pytest.approx(float(chosen[0]["tumor_type_accuracy"]))
+    assert card["postprocessing"]["threshold"] == card["mask_threshold"]
+    tried = [line for line in (cv_out / "postprocessing.md").read_text().splitlines() if line.startswith("| ")][1:]
+    assert len(tried) > 1 and sum(line.endswith("| True |") for line in tried) == 1  # one candidate chosen
+    calibration = card["calibration"]
+    assert calibration["temperature"] > 0 and calibration["ood_threshold"] > 0
+    assert "cross-fitted" in calibration["fitted_on"]
+    assert (cv_out / "final" / "ood.safetensors").is_file()
+
+
+def test_final_model_loads_and_evaluate_on_its_training_data_says_nothing_is_unseen(cv_out, tiny_data, capsys):
+    from braintumor.inference import Analyzer
+
+    analyzer = Analyzer(cv_out / "final")  # checksums verified, post-processing read from the card
+    assert (
+        analyzer.postprocessing.as_card() == json.loads((cv_out / "final" / "card.json").read_text())["postprocessing"]
+    )
+    code = main(["evaluate", "--data", str(tiny_data), "--model", str(cv_out / "final"), "--out", str(cv_out / "e")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "nothing unseen to score" in err and "trained on all patients" in err

@@ -105,5 +105,5 @@ def test_evaluate_on_its_own_training_set_says_nothing_is_unseen(tiny_data):
 
     records = read_manifest(tiny_data)
     card = {"training": {"patient_keys": key_block(records)}}
-    with pytest.raises(ScanError, match="nothing to evaluate"):
+    with pytest.raises(ScanError, match="nothing unseen to score"):
         select_rows(records, card, "unseen")

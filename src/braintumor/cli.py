@@ -57,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     _train_options(t)
     t.add_argument("--val-fold", type=int, default=0)
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    t.add_argument(
+        "--keep", choices=["best", "last"], default="best", help="the epoch written: best validation score, or last"
+    )
+    t.add_argument(
+        "--all-patients",
+        action="store_true",
+        help="train on every patient, no validation fold, keep the last epoch: the final model of a recipe that "
+        "cross-validation ('braintumor cv') has fixed",
+    )
 
     v = sub.add_parser(
         "cv",
@@ -65,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     _train_options(v)
     v.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (by patient)")
+    v.add_argument(
+        "--final",
+        action="store_true",
+        help="then train the recipe on all patients → OUT/final, a model folder whose card carries the CV figures",
+    )
 
     e = sub.add_parser("evaluate", help="evaluate a model on a dataset → report.json, report.md, plots")
     e.add_argument("--data", type=Path, required=True)

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from braintumor.inference.bundle import DEFAULT_MODEL_DIR, OOD, read_card, record_files
+from braintumor.inference.bundle import DEFAULT_MODEL_DIR, read_card, record_files
 
 if TYPE_CHECKING:
     from braintumor.inference import Analyzer
@@ -31,9 +31,7 @@ def _with_features(model_dir: Path) -> Analyzer:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safetensors.numpy import save_file
-
-    from braintumor.evaluation.calibration import calibrate
+    from braintumor.evaluation.calibration import calibrate, store
 
     model_dir = Path(args.model or DEFAULT_MODEL_DIR)
     card = read_card(model_dir)
@@ -41,10 +39,7 @@ def run(args: argparse.Namespace) -> int:
     record_files(model_dir, card)
     analyzer = _with_features(model_dir)
     block, features = calibrate(args.data, analyzer)
-    save_file({k: v.astype("float32") for k, v in features.tensors().items()}, str(model_dir / OOD))
-    card = read_card(model_dir)
-    card["calibration"] = block
-    record_files(model_dir, card)
+    store(model_dir, block, features)
     held = block["heldout"]
     print(
         f"temperature {block['temperature']:.3f}: ECE {held['ece_before']:.3f} → {held['ece_after']:.3f}, "

@@ -10,9 +10,10 @@ from braintumor.evaluation.report import segmentation_summary
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    report = cross_validate(config(args), n_boot=args.bootstrap)
+    report = cross_validate(config(args), n_boot=args.bootstrap, final=args.final)
     print(
         f"{args.folds}-fold CV, pooled out of fold: tumor-type accuracy {report['tumor_type_accuracy']:.1%}, "
         f"{segmentation_summary(report)} → {args.out / 'cv.md'}"
+        + (f"; final model (all patients): {args.out / 'final'}" if args.final else "")
     )
     return 0

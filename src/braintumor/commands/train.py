@@ -32,6 +32,8 @@ def config(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
         resume=getattr(args, "resume", False),
         init=args.init,
         num_workers=args.workers,
+        keep=getattr(args, "keep", "best"),
+        all_patients=getattr(args, "all_patients", False),
     )
     return TrainConfig(**(values | overrides))
 

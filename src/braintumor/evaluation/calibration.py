@@ -126,3 +126,82 @@ def calibrate(data: str | Path, analyzer: Analyzer, progress: bool = True) -> tu
         },
     }
     return block, feature_model
+
+
+def calibrate_from_folds(
+    data: str | Path, folds: list[Analyzer], final: Analyzer, progress: bool = True
+) -> tuple[dict[str, Any], FeatureModel]:
+    """Calibrate a model trained on every patient (none is left to fit on) from the cross-validation of its recipe.
+
+    The temperature is fitted on the fold models' pooled out-of-fold outputs; the threshold is carried over as a
+    ratio: how far above its training images' ``QUANTILE`` score a fold model's held-out ``QUANTILE`` lies, times
+    the final model's own training-image quantile. Each fold is also scored with both fitted on the *other*
+    folds only, which gives the held-out ECE and false-alarm rate a user can expect."""
+    records = read_manifest(data)
+    probs, labels, fold_of, ratios, held_scores, train_quantiles = [], [], [], [], [], []
+    for k, analyzer in enumerate(folds):
+        unseen, _ = select_rows(records, analyzer.card, "unseen")
+        ids = {r.id for r in unseen}
+        _, train_features, train_labels, _ = network_outputs(
+            analyzer, [r for r in records if r.id not in ids], progress=progress
+        )
+        feature_model = fit_features(train_features, train_labels)
+        p, f, y, _ = network_outputs(analyzer, unseen, progress=progress)
+        scores = feature_model.score(f)
+        train_quantile = float(np.quantile(feature_model.score(train_features), QUANTILE))
+        probs.append(p)
+        labels.append(y)
+        fold_of.append(np.full(len(y), k))
+        held_scores.append(scores)
+        train_quantiles.append(train_quantile)
+        ratios.append(float(np.quantile(scores, QUANTILE)) / train_quantile)
+    all_probs, all_labels, folds_idx = np.concatenate(probs), np.concatenate(labels), np.concatenate(fold_of)
+    # each fold scored with the temperature and ratio fitted on the other folds
+    calibrated, alarms = np.empty_like(all_probs), []
+    for k in range(len(folds)):
+        rest = folds_idx != k
+        calibrated[~rest] = apply_temperature(all_probs[~rest], fit_temperature(all_probs[rest], all_labels[rest]))
+        ratio = float(np.mean([r for j, r in enumerate(ratios) if j != k]))
+        alarms.append(held_scores[k] > ratio * train_quantiles[k])
+    _, final_features, final_labels, _ = network_outputs(final, records, progress=progress)
+    feature_model = fit_features(final_features, final_labels)
+    ratio = float(np.mean(ratios))
+    threshold = ratio * float(np.quantile(feature_model.score(final_features), QUANTILE))
+    temperature = fit_temperature(all_probs, all_labels)
+    block = {
+        "temperature": round(temperature, 4),
+        "ood_threshold": round(threshold, 4),
+        "fitted_on": f"cross-fitted from the {len(folds)}-fold cross-validation of this model's recipe: temperature "
+        "on the fold models' pooled out-of-fold outputs; threshold = the final model's training-image "
+        f"{QUANTILE:.1%} score × {ratio:.3f} (the mean ratio of a fold model's held-out to training "
+        f"{QUANTILE:.1%} score); feature model: the {len(final_labels)} training images",
+        "heldout": {
+            "images": len(all_labels),
+            "protocol": "each fold with the temperature and ratio fitted on the other folds",
+            "ece_before": round(M.expected_calibration_error(all_probs, all_labels), 4),
+            "ece_after": round(M.expected_calibration_error(calibrated, all_labels), 4),
+            "nll_before": round(M.nll(all_probs, all_labels), 4),
+            "nll_after": round(M.nll(calibrated, all_labels), 4),
+            "ood_false_alarm_rate": round(float(np.concatenate(alarms).mean()), 4),
+        },
+        "ood": {
+            "score": "class-conditional Mahalanobis distance (root mean square, nearest class) of the pooled "
+            f"encoder features in the top {feature_model.components.shape[0]} principal components of "
+            "the training images",
+            "quantile": QUANTILE,
+            "fold_ratios": [round(r, 4) for r in ratios],
+        },
+    }
+    return block, feature_model
+
+
+def store(model_dir: str | Path, block: dict[str, Any], feature_model: FeatureModel) -> None:
+    """Write the feature model beside the weights and the block into the card, both checksummed."""
+    from safetensors.numpy import save_file
+
+    from braintumor.inference.bundle import OOD, read_card, record_files
+
+    save_file({k: v.astype("float32") for k, v in feature_model.tensors().items()}, str(Path(model_dir) / OOD))
+    card = read_card(model_dir)
+    card["calibration"] = block
+    record_files(model_dir, card)

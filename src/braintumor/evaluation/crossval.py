@@ -9,7 +9,6 @@ continues from its last epoch.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 from braintumor.data import read_manifest
 from braintumor.evaluation.evaluate import SliceOutcome, evaluate, summarise
 from braintumor.evaluation.report import write_report
+from braintumor.models import ARCHITECTURES
 from braintumor.training.run import TrainConfig, train
 
 #: report.json keys tabulated per fold (None where a fold has no value)
@@ -52,22 +52,38 @@ def check_fold(cfg: TrainConfig) -> None:
         raise AssertionError(f"fold {cfg.val_fold}: {len(leaked)} patients on both sides of the split")
 
 
-def cross_validate(base: TrainConfig, n_boot: int = 1000) -> dict:
-    """Train and evaluate every fold of ``base`` (its ``out`` becomes the CV folder); returns the pooled report."""
+def cross_validate(base: TrainConfig, n_boot: int = 1000, final: bool = False) -> dict:
+    """Train and evaluate every fold of ``base`` (its ``out`` becomes the CV folder); returns the pooled report.
+
+    ``final``: then choose the post-processing on the out-of-fold predictions, train the recipe on all patients
+    (``out/final``) and give that model the chosen post-processing, a calibration cross-fitted from the folds and
+    the CV figures as its accuracy estimate."""
     from braintumor.inference import load_model
 
+    if final and ARCHITECTURES[base.arch][0] != "segmentation+classification":
+        raise ValueError(f"--final needs a model that outlines and classifies (multitask_unet), not {base.arch}")
     out = Path(base.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, pooled = [], []
     for fold in range(base.folds):
         # the last epoch: the fold being scored must not also choose the epoch
         cfg = replace(base, out=fold_dir(out, fold), val_fold=fold, keep="last")
         if not (cfg.out / "card.json").is_file():
             train(replace(cfg, resume=(cfg.out / "checkpoints" / "last.ckpt").is_file()))
         check_fold(cfg)
-        outcomes, described = evaluate(base.data, load_model(cfg.out), split="unseen", progress=base.progress)
+    models = [load_model(fold_dir(out, k)) for k in range(base.folds)]
+    _, report = score_folds(base, models, out, n_boot)
+    if final:
+        return finish(base, models, out, n_boot)
+    return report
+
+
+def score_folds(base: TrainConfig, models: list, out: Path, n_boot: int) -> tuple[list[dict], dict]:
+    """Each fold model on its unseen fold, then pooled: ``out``/fold*/eval, ``out``/pooled, cv.csv, cv.md."""
+    rows, pooled = [], []
+    for fold, model in enumerate(models):
+        outcomes, described = evaluate(base.data, model, split="unseen", progress=base.progress)
         report = summarise(outcomes, n_boot=n_boot)
-        write_report(report, outcomes, cfg.out / "eval", described, json.loads((cfg.out / "card.json").read_text()))
+        write_report(report, outcomes, out / f"fold{fold}" / "eval", described, model.card)
         rows.append(
             {
                 "fold": fold,
@@ -87,8 +103,55 @@ def cross_validate(base: TrainConfig, n_boot: int = 1000) -> dict:
         f"(every row scored once, by the model that did not train on it)",
         {"name": f"cv-{base.arch}", "training": {"split": f"{base.folds}-fold CV, seed {base.seed}"}},
     )
-    _write_table(rows, report, out, base)
+    _write_table(rows, report, out, base, getattr(models[0], "postprocessing", None))
+    return rows, report
+
+
+def finish(base: TrainConfig, models: list, out: Path, n_boot: int) -> dict:
+    """Post-processing chosen by CV (scored again with it: ``out``/chosen), the final all-patients model
+    (``out``/final) with that post-processing, a cross-fitted calibration and the CV figures in its card."""
+    from braintumor.evaluation.calibration import calibrate_from_folds, store
+    from braintumor.evaluation.postprocessing import search, table
+    from braintumor.inference import Analyzer
+    from braintumor.inference.bundle import read_card, record_files
+
+    chosen, candidates = search(base.data, models, n_boot=min(n_boot, 200))
+    (out / "postprocessing.md").write_text(
+        "# Post-processing chosen on the pooled out-of-fold predictions\n\n" + table(candidates)
+    )
+    for model in models:
+        model.postprocessing = chosen
+    rows, report = score_folds(base, models, out / "chosen", n_boot)
+    final = out / "final"
+    if not (final / "card.json").is_file():
+        train(
+            replace(
+                base, out=final, all_patients=True, keep="last", resume=(final / "checkpoints" / "last.ckpt").is_file()
+            )
+        )
+    block, features = calibrate_from_folds(base.data, models, Analyzer(final), progress=base.progress)
+    store(final, block, features)
+    card = read_card(final)
+    card["postprocessing"] = chosen.as_card()
+    card["mask_threshold"] = chosen.threshold
+    card["cross_validation"] = cv_block(base, rows, report)
+    record_files(final, card)
     return report
+
+
+def cv_block(base: TrainConfig, rows: list[dict], report: dict) -> dict:
+    """The card's estimate of a final model's accuracy on new patients: its recipe's cross-validation."""
+    columns = {k: [r[k] for r in rows if r[k] is not None] for k in METRICS}
+    return {
+        "protocol": f"patient-level class-stratified {base.folds}-fold cross-validation of this recipe (seed "
+        f"{base.seed}): each fold model trained on the other folds (last epoch, nothing chosen on the scored fold) "
+        "and scored by 'braintumor evaluate' on its unseen patients at native resolution, with the post-processing "
+        "chosen on the pooled out-of-fold predictions",
+        "per_fold": rows,
+        "mean": {k: float(np.mean(v)) for k, v in columns.items() if v},
+        "sd": {k: float(np.std(v, ddof=1)) for k, v in columns.items() if len(v) > 1},
+        "pooled": {k: _metric(report, k) for k in METRICS} | {"ci95": report.get("ci95", {})},
+    }
 
 
 def _metric(report: dict[str, Any], key: str) -> Any:
@@ -108,7 +171,7 @@ def _check_out_of_fold(base: TrainConfig, pooled: list[SliceOutcome]) -> None:
         raise AssertionError(f"{missing} rows were never scored out of fold")
 
 
-def _write_table(rows: list[dict], pooled: dict, out: Path, base: TrainConfig) -> None:
+def _write_table(rows: list[dict], pooled: dict, out: Path, base: TrainConfig, postprocessing: Any = None) -> None:
     with open(out / "cv.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -120,6 +183,7 @@ def _write_table(rows: list[dict], pooled: dict, out: Path, base: TrainConfig) -
         f"lr {base.lr:g}, seed {base.seed}, precision {base.precision or 'bf16-mixed'}, the last epoch of each fold"
         + (f", --init {base.init}" if base.init else "")
         + (f", {base.limit_per_class} images per class (smoke test)" if base.limit_per_class else "")
+        + (f"; post-processing {postprocessing.as_card()}" if postprocessing is not None else "")
         + ".",
         "",
         "| fold | patients | images | " + " | ".join(METRICS) + " |",

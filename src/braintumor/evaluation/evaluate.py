@@ -79,7 +79,14 @@ def select_rows(records: list[Record], card: dict, split: str) -> tuple[list[Rec
             f"{n_seen} rows of this dataset belong to the model's training patients; evaluate with --split unseen",
         )
     if not unseen:
-        raise ScanError("dataset", "every row belongs to a patient the model was trained on; nothing to evaluate")
+        estimate = (
+            " (it was trained on all patients: its accuracy estimate is the cross-validation in its card)"
+            if card.get("training", {}).get("all_patients")
+            else ""
+        )
+        raise ScanError(
+            "dataset", f"every row belongs to a patient the model was trained on; nothing unseen to score{estimate}"
+        )
     patients = len({group_of(r) for r in unseen if r.patient_id})
     if not n_seen:
         return unseen, f"all {len(unseen)} rows ({patients} patients), none used to train the model"

@@ -23,6 +23,7 @@ from braintumor.imageio.registry import Source
 from braintumor.imageio.scan import area_cm2
 from braintumor.inference.bundle import DEFAULT_MODEL_DIR
 from braintumor.inference.checks import consistency_warnings, decide, input_warnings
+from braintumor.inference.postprocess import Postprocessing
 from braintumor.inference.runtime import OnnxModel, SpacingArg, spacing_for
 from braintumor.preprocessing import Geometry, output_to_image, to_model_input
 
@@ -83,7 +84,13 @@ class Analyzer(OnnxModel):
 
     def __init__(self, model_dir: str | Path, threads: int | None = None, memory_arena: bool = False):
         super().__init__(model_dir, threads, memory_arena)
-        self.threshold = float(self.card.get("mask_threshold", 0.5))
+        #: reassignable (a cross-validation search sets it); ``threshold`` follows it
+        self.postprocessing = Postprocessing.from_card(self.card)
+
+    @property
+    def threshold(self) -> float:
+        """The mask probability threshold, also used by ``decide`` on the network-resolution map."""
+        return self.postprocessing.threshold
 
     @classmethod
     def default(cls) -> Analyzer:
@@ -170,11 +177,12 @@ class Analyzer(OnnxModel):
         spacing_mm: SpacingArg,
         ood_score: float | None = None,
     ) -> Result:
-        mask = (output_to_image(mask_prob, geometry) >= self.threshold).astype(np.uint8)
+        post = self.postprocessing  # one read: a concurrent switch never mixes two settings in one result
+        mask = post.apply(output_to_image(mask_prob, geometry))
         spacing, source = spacing_for(scan, spacing_mm)
         pixels = int(mask.sum())
         probabilities = {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
-        label, decision_warnings = decide(probabilities, mask_prob, self.threshold)
+        label, decision_warnings = decide(probabilities, mask_prob, post.threshold)
         warnings = input_warnings(scan, model_input) + decision_warnings
         warnings += self.trust_warnings(probabilities, label, ood_score, "the type, outline and area are")
         warnings += consistency_warnings(label, pixels, mask.size)

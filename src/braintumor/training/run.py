@@ -52,6 +52,9 @@ class TrainConfig:
     # "best": the epoch of the highest validation score; "last": the final epoch, for runs whose validation fold
     # must not choose anything (cross-validation scores that fold)
     keep: str = "best"
+    # every patient in training, no validation fold: the final model once cross-validation has fixed the recipe
+    # and its epoch count (standard practice; the CV figures are its accuracy estimate)
+    all_patients: bool = False
 
     @property
     def input_size(self) -> int:
@@ -84,7 +87,7 @@ def train(cfg: TrainConfig) -> Path:
     kept = cache["records"]
     train_idx = np.array([i for i, r in enumerate(kept) if split[r.id] == "train"])
     val_idx = np.array([i for i, r in enumerate(kept) if split[r.id] == "val"])
-    if len(train_idx) == 0 or len(val_idx) == 0:
+    if len(train_idx) == 0 or (len(val_idx) == 0 and not cfg.all_patients):
         raise ValueError("the split left no training or no validation images; use more data or fewer folds")
     counts = np.bincount(cache["label"][train_idx].numpy(), minlength=len(CLASSES)).astype(float)
     class_weights = np.sqrt(counts.sum() / (len(CLASSES) * np.maximum(counts, 1)))  # tempered inverse frequency
@@ -96,7 +99,7 @@ def train(cfg: TrainConfig) -> Path:
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
     )
-    val_loader = torch.utils.data.DataLoader(SliceDataset(cache, val_idx), batch_size=64, num_workers=0)
+    val_loader = None if cfg.all_patients else torch.utils.data.DataLoader(SliceDataset(cache, val_idx), batch_size=64)
 
     module = SliceModule(
         cfg.arch, lr=cfg.lr, class_weights=class_weights.tolist(), pretrained=cfg.pretrained, size=size
@@ -106,6 +109,7 @@ def train(cfg: TrainConfig) -> Path:
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_score", mode="max")
     # every epoch, improved or not (Lightning's save_last only follows saves of the best), so --resume loses little
     latest = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", enable_version_counter=False)
+    stopping = EarlyStopping("val_score", mode="max", patience=cfg.patience)
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
         accelerator=cfg.accelerator,
@@ -113,7 +117,7 @@ def train(cfg: TrainConfig) -> Path:
         strategy=cfg.strategy,
         precision=cfg.precision or "bf16-mixed",  # type: ignore[arg-type]  # a str from --precision; Lightning checks it
         max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
-        callbacks=[checkpoint, latest, EarlyStopping("val_score", mode="max", patience=cfg.patience)],
+        callbacks=[latest] if cfg.all_patients else [checkpoint, latest, stopping],
         logger=CSVLogger(out, name="", version=LOGS),
         log_every_n_steps=10,
         deterministic=True,
@@ -127,7 +131,7 @@ def train(cfg: TrainConfig) -> Path:
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resuming else None)
     if trainer.global_rank == 0:
         _prepend_rows(cfg.metrics_csv, earlier)
-        chosen = last if cfg.keep == "last" else Path(checkpoint.best_model_path or last)
+        chosen = last if cfg.keep == "last" or cfg.all_patients else Path(checkpoint.best_model_path or last)
         finalize(cfg, chosen, time.time() - started, (records, split))
     return out
 
@@ -170,7 +174,10 @@ def initialise(net: nn.Module, cfg: TrainConfig, val_records: list[Record]) -> N
 
 def _records_and_split(cfg: TrainConfig) -> tuple[list[Record], dict[str, str]]:
     records = read_manifest(cfg.data)
-    split = train_val_test_split(records, val_fold=cfg.val_fold, k=cfg.folds, seed=cfg.seed)
+    if cfg.all_patients:
+        split = dict.fromkeys((r.id for r in records), "train")
+    else:
+        split = train_val_test_split(records, val_fold=cfg.val_fold, k=cfg.folds, seed=cfg.seed)
     if cfg.limit_per_class:
         records = _sample(records, split, cfg.limit_per_class, cfg.seed)
     return records, split
@@ -305,9 +312,13 @@ def _write_model_folder(
             "data": str(cfg.data),
             "images": {k: dict(v) for k, v in sides.items()},
             "patients": patients,
-            "split": f"patient-level class-stratified {cfg.folds}-fold, seed {cfg.seed}, "
-            f"validation fold {cfg.val_fold}",
-            "split_recipe": {"folds": cfg.folds, "seed": cfg.seed, "val_fold": cfg.val_fold},
+            "split": "all patients, no validation fold"
+            if cfg.all_patients
+            else f"patient-level class-stratified {cfg.folds}-fold, seed {cfg.seed}, validation fold {cfg.val_fold}",
+            "all_patients": cfg.all_patients,
+            "split_recipe": {"all_patients": True}
+            if cfg.all_patients
+            else {"folds": cfg.folds, "seed": cfg.seed, "val_fold": cfg.val_fold},
             # one-way keys of every training patient/image, so evaluation can refuse to score them (never raw ids)
             "patient_keys": patient_keys,
             "start_patient_keys": start_keys,
@@ -334,15 +345,21 @@ def _write_model_folder(
             "left-right flip, quarter turns (10%), bias field, gamma, intensity scale/shift, "
             "gaussian noise",
             "command": f"braintumor train --data {cfg.data} --out {cfg.out} --arch {cfg.arch} --size {size} "
-            f"--epochs {cfg.epochs} --batch-size {cfg.batch_size} --lr {cfg.lr:g} --seed {cfg.seed} "
-            f"--folds {cfg.folds} --val-fold {cfg.val_fold}"
+            f"--epochs {cfg.epochs} --batch-size {cfg.batch_size} --lr {cfg.lr:g} --seed {cfg.seed}"
+            + (" --all-patients" if cfg.all_patients else f" --folds {cfg.folds} --val-fold {cfg.val_fold}")
+            + (f" --precision {cfg.precision}" if cfg.precision else "")
+            + (" --keep last" if cfg.keep == "last" and not cfg.all_patients else "")
             + (f" --max-minutes {cfg.max_minutes:g}" if cfg.max_minutes else "")
             + (f" --init {cfg.init}" if cfg.init else ""),
         },
         "validation": {
+            "note": "none: trained on all patients; the recipe's accuracy on new patients is its cross-validation"
+        }
+        if cfg.all_patients
+        else {
             **metrics,
-            "note": "best epoch on the patient-level validation fold at network resolution; "
-            "see 'braintumor evaluate' for native-resolution figures",
+            "note": f"{'last' if cfg.keep == 'last' else 'best'} epoch on the patient-level validation fold at "
+            "network resolution; see 'braintumor evaluate' for native-resolution figures",
         },
         "software": {
             "python": platform.python_version(),
