@@ -180,7 +180,7 @@ def _write_table(rows: list[dict], pooled: dict, out: Path, base: TrainConfig, p
         f"# {base.folds}-fold patient-level cross-validation",
         "",
         f"Recipe: `{base.arch}`, {base.input_size} px, {base.epochs} epochs max, batch {base.batch_size}, "
-        f"lr {base.lr:g}, seed {base.seed}, precision {base.precision or 'bf16-mixed'}, the last epoch of each fold"
+        f"lr {base.lr:g}, seed {base.seed}, precision {base.training_precision}, the last epoch of each fold"
         + (f", --init {base.init}" if base.init else "")
         + (f", {base.limit_per_class} images per class (smoke test)" if base.limit_per_class else "")
         + (f"; post-processing {postprocessing.as_card()}" if postprocessing is not None else "")

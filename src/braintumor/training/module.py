@@ -41,7 +41,7 @@ class SliceModule(L.LightningModule):
         return self.net(x.contiguous(memory_format=torch.channels_last))
 
     def on_fit_start(self) -> None:
-        # 1.5x faster convolutions on CPU with bf16
+        # channels-last: faster convolutions on CPU (oneDNN) and on GPU tensor cores
         self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's overloads omit memory_format
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
