@@ -4,19 +4,19 @@ import argparse
 
 from braintumor.evaluation.evaluate import check_requirements, evaluate, summarise
 from braintumor.evaluation.gallery import write_gallery
-from braintumor.evaluation.report import segmentation_summary, write_report
+from braintumor.evaluation.report import classification_summary, segmentation_summary, write_report
 from braintumor.inference import load_model
 
 
 def run(args: argparse.Namespace) -> int:
     check_requirements()  # before any prediction: a missing plotting library must not cost a whole run
-    analyzer = load_model(args.model)  # the Analyzer, or the Classifier of a classification-only folder
+    analyzer = load_model(args.model)  # the Analyzer, the Classifier or the Segmenter: the card's task
     outcomes, described = evaluate(args.data, analyzer, split=args.split)
     report = summarise(outcomes, n_boot=args.bootstrap)
     write_report(report, outcomes, args.out, described, analyzer.card)
     write_gallery(outcomes, analyzer, args.out / "gallery")  # after report.json: a drawing failure loses no figure
     print(
-        f"{described}\n{report['n_images']} images: tumor-type accuracy {report['tumor_type_accuracy']:.1%}, "
-        f"4-class accuracy {report['accuracy']:.1%}, {segmentation_summary(report)} → {args.out / 'report.md'}"
+        f"{described}\n{report['n_images']} images: {classification_summary(report)}, "
+        f"{segmentation_summary(report)} → {args.out / 'report.md'}"
     )
     return 0

@@ -21,8 +21,8 @@ from braintumor.data.splits import group_of
 from braintumor.errors import ScanError
 from braintumor.evaluation import metrics as M
 
-if TYPE_CHECKING:  # evaluation is upstream of inference: the Analyzer (or Classifier) is only passed in
-    from braintumor.inference import Analyzer, Classifier
+if TYPE_CHECKING:  # evaluation is upstream of inference: the Analyzer (Classifier, Segmenter) is only passed in
+    from braintumor.inference import Analyzer, Classifier, Segmenter
 
 
 @dataclass
@@ -40,17 +40,18 @@ class SliceOutcome:
     ood_warned: bool = False  # the out-of-distribution warning was raised
     error: str | None = None
     segmented: bool = True  # the model produced a mask (False: a classification-only model; no mask figures)
+    classified: bool = True  # the model produced a class (False: a segmentation-only model; no class figures)
 
     @property
     def scored_pred(self) -> int:
-        """``pred`` of a row that was read (``error`` is None: only such rows are scored)."""
-        assert self.pred is not None, self.error
+        """``pred`` of a row that was read and classified (only such rows get classification figures)."""
+        assert self.pred is not None, self.error or "not classified"
         return self.pred
 
     @property
     def scored_probs(self) -> np.ndarray:
-        """``probs`` of a row that was read (``error`` is None: only such rows are scored)."""
-        assert self.probs is not None, self.error
+        """``probs`` of a row that was read and classified (only such rows get classification figures)."""
+        assert self.probs is not None, self.error or "not classified"
         return self.probs
 
     @property
@@ -113,9 +114,10 @@ def check_requirements() -> None:
 
 
 def evaluate(
-    data: str | Path, analyzer: Analyzer | Classifier, split: str = "unseen", progress: bool = True
+    data: str | Path, analyzer: Analyzer | Classifier | Segmenter, split: str = "unseen", progress: bool = True
 ) -> tuple[list[SliceOutcome], str]:
-    """One outcome per row of the split; a classification-only model (no mask) gets no segmentation figures."""
+    """One outcome per row of the split; a classification-only model (no mask) gets no segmentation figures, a
+    segmentation-only model (no class) no classification figures."""
     records, described = select_rows(read_manifest(data), analyzer.card, split)
     outcomes = []
     for r in tqdm(records, desc="evaluating", disable=not progress, leave=False):
@@ -127,15 +129,16 @@ def evaluate(
             continue
         result = analyzer.analyze_scans([scan])[0]
         mask = result.mask  # None: the model does not segment
-        probs = np.array([result.probabilities[c] for c in CLASSES])
+        label = result.label  # None: the model does not classify
         o = SliceOutcome(
             r,
             true,
-            CLASSES.index(result.label),
-            probs,  # the 4-class decision the user sees
+            None if label is None else CLASSES.index(label),
+            None if label is None else np.array([result.probabilities[c] for c in CLASSES]),  # the 4-class decision
             pred_pixels=result.tumor_pixels,
             ood_warned=analyzer.is_unfamiliar(result.ood_score),
             segmented=mask is not None,
+            classified=label is not None,
         )
         if r.label != "notumor" and mask is not None:
             spacing = scan.spacing_mm or ((r.spacing_mm, r.spacing_mm) if r.spacing_mm else None)
@@ -148,22 +151,62 @@ def evaluate(
     return outcomes, described
 
 
-def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """All figures of report.json: classification (4-class and 3 tumor types), segmentation, area, CIs.
-
-    A classification-only model's rows have no mask: every segmentation figure is None and
-    ``segmentation_produced`` is False."""
-    ok = [o for o in outcomes if o.error is None]
-    segmented = any(o.segmented for o in ok)
-    y = np.array([o.true for o in ok])
-    p = np.array([o.scored_pred for o in ok])
-    probs = np.stack([o.scored_probs for o in ok])
+def classification_figures(rows: list[SliceOutcome]) -> dict[str, Any]:
+    """The classification figures over rows that were read and classified; without any (a segmentation-only
+    model) the same keys, None, with empty per-class tables."""
+    if not rows:
+        return {
+            **dict.fromkeys(
+                (
+                    "accuracy",
+                    "tumor_type_accuracy",
+                    "tumor_type_accuracy_4way",
+                    "macro_f1",
+                    "weighted_f1",
+                    "tumor_type_macro_f1",
+                    "ece",
+                    "reliability",
+                    "confusion_matrix",
+                    "tumor_type_confusion_matrix",
+                )
+            ),
+            "per_class": {},
+            "tumor_type_per_class": {},
+        }
+    y = np.array([o.true for o in rows])
+    p = np.array([o.scored_pred for o in rows])
+    probs = np.stack([o.scored_probs for o in rows])
     cm = M.confusion_matrix(y, p, len(CLASSES))
     scores = M.per_class_scores(cm)
     tumor = y < len(TUMOR_CLASSES)
     type_pred = probs[tumor, :3].argmax(1)
     cm3 = M.confusion_matrix(y[tumor], type_pred, 3)
     scores3 = M.per_class_scores(cm3)
+    return {
+        "accuracy": float((y == p).mean()),
+        "tumor_type_accuracy": float((type_pred == y[tumor]).mean()),
+        "tumor_type_accuracy_4way": float((p[tumor] == y[tumor]).mean()),
+        "macro_f1": float(scores["f1"].mean()),
+        "weighted_f1": float((scores["f1"] * scores["support"]).sum() / scores["support"].sum()),
+        "tumor_type_macro_f1": float(scores3["f1"].mean()),
+        "ece": M.expected_calibration_error(probs, y),
+        "reliability": [{"confidence": c, "accuracy": a, "n": n} for c, a, n in M.reliability(probs, y)],
+        "per_class": {c: {k: float(v[i]) for k, v in scores.items()} for i, c in enumerate(CLASSES)},
+        "tumor_type_per_class": {c: {k: float(v[i]) for k, v in scores3.items()} for i, c in enumerate(TUMOR_CLASSES)},
+        "confusion_matrix": cm.tolist(),
+        "tumor_type_confusion_matrix": cm3.tolist(),
+    }
+
+
+def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """All figures of report.json: classification (4-class and 3 tumor types), segmentation, area, CIs.
+
+    A classification-only model's rows have no mask: every segmentation figure is None and
+    ``segmentation_produced`` is False; a segmentation-only model's rows have no class: every classification
+    figure is None and ``classification_produced`` is False."""
+    ok = [o for o in outcomes if o.error is None]
+    segmented = any(o.segmented for o in ok)
+    classified = [o for o in ok if o.classified]
     seg = [o for o in ok if o.dice is not None]
     area = [o for o in seg if o.area_true_cm2]
     rel = np.array([o.area_error for o in area])
@@ -174,12 +217,8 @@ def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -
         "n_unreadable": len(outcomes) - len(ok),
         "n_patients": len({group_of(o.record) for o in ok if o.record.patient_id}),
         "segmentation_produced": segmented,
-        "accuracy": float((y == p).mean()),
-        "tumor_type_accuracy": float((type_pred == y[tumor]).mean()),
-        "tumor_type_accuracy_4way": float((p[tumor] == y[tumor]).mean()),
-        "macro_f1": float(scores["f1"].mean()),
-        "weighted_f1": float((scores["f1"] * scores["support"]).sum() / scores["support"].sum()),
-        "tumor_type_macro_f1": float(scores3["f1"].mean()),
+        "classification_produced": bool(classified),
+        **classification_figures(classified),
         "dice_mean": float(dices.mean()) if len(dices) else None,
         "dice_median": float(np.median(dices)) if len(dices) else None,
         "iou_mean": float(np.mean([o.iou for o in seg])) if seg else None,
@@ -191,14 +230,8 @@ def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -
         "notumor_outlined": float(np.mean([o.pred_pixels > 0 for o in ok if o.true == CLASSES.index("notumor")]))
         if segmented and any(o.true == CLASSES.index("notumor") for o in ok)
         else None,
-        "ece": M.expected_calibration_error(probs, y),
-        "reliability": [{"confidence": c, "accuracy": a, "n": n} for c, a, n in M.reliability(probs, y)],
         "ood_warning_rate": float(np.mean([o.ood_warned for o in ok])),
         "classes": list(CLASSES),
-        "per_class": {c: {k: float(v[i]) for k, v in scores.items()} for i, c in enumerate(CLASSES)},
-        "tumor_type_per_class": {c: {k: float(v[i]) for k, v in scores3.items()} for i, c in enumerate(TUMOR_CLASSES)},
-        "confusion_matrix": cm.tolist(),
-        "tumor_type_confusion_matrix": cm3.tolist(),
         "segmentation_per_class": {
             c: {
                 "n": len(s),
@@ -220,7 +253,7 @@ def per_patient(ok: list[SliceOutcome]) -> dict:
     for o in ok:
         if o.record.patient_id:
             groups.setdefault(o.record.patient_id, []).append(o)
-    acc = [np.mean([o.true == o.pred for o in g]) for g in groups.values()]
+    acc = [np.mean([o.true == o.pred for o in g]) for g in groups.values() if g[0].classified]
     dice = [np.mean([o.dice for o in g]) for g in groups.values() if g[0].dice is not None]
     return {
         "n_patients": len(groups),
@@ -245,9 +278,13 @@ def bootstrap(ok: list[SliceOutcome], n_boot: int, seed: int) -> dict:
     for _ in range(n_boot):
         sample = [o for k in rng.choice(len(keys), len(keys)) for o in groups[keys[k]]]
         tumor = [o for o in sample if o.true < 3]
-        stats["accuracy"].append(float(np.mean([o.true == o.pred for o in sample])))
+        classified = [o for o in sample if o.classified]  # all of them, for a model that classifies
+        if classified:
+            stats["accuracy"].append(float(np.mean([o.true == o.pred for o in classified])))
         if tumor:
-            stats["tumor_type_accuracy"].append(float(np.mean([o.scored_probs[:3].argmax() == o.true for o in tumor])))
+            types = [o.scored_probs[:3].argmax() == o.true for o in tumor if o.classified]
+            if types:
+                stats["tumor_type_accuracy"].append(float(np.mean(types)))
             dices = [o.dice for o in tumor if o.dice is not None]  # all of them, for a model that segments
             if dices:
                 stats["dice_mean"].append(float(np.mean(dices)))

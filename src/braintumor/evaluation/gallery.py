@@ -25,7 +25,7 @@ from braintumor.evaluation.evaluate import SliceOutcome
 from braintumor.inference.render import display_gray
 
 if TYPE_CHECKING:
-    from braintumor.inference import Analyzer, Classifier
+    from braintumor.inference import Analyzer, Classifier, Segmenter
 
 RGB = tuple[int, int, int]
 BLUE, ORANGE = (0, 114, 178), (230, 159, 0)  # Okabe–Ito: told apart by colour-blind readers too
@@ -46,7 +46,7 @@ class Item:
     outcome: SliceOutcome
 
 
-def write_gallery(outcomes: list[SliceOutcome], analyzer: Analyzer | Classifier, out: Path) -> None:
+def write_gallery(outcomes: list[SliceOutcome], analyzer: Analyzer | Classifier | Segmenter, out: Path) -> None:
     """Called after report.json is written: a drawing failure says so and never costs the figures."""
     try:
         _write(outcomes, analyzer, out)
@@ -58,7 +58,7 @@ def write_gallery(outcomes: list[SliceOutcome], analyzer: Analyzer | Classifier,
         ) from err
 
 
-def _write(outcomes: list[SliceOutcome], analyzer: Analyzer | Classifier, out: Path) -> None:
+def _write(outcomes: list[SliceOutcome], analyzer: Analyzer | Classifier | Segmenter, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):  # a rerun must not leave the last run's pictures beside this run's
         old.unlink()
@@ -66,11 +66,12 @@ def _write(outcomes: list[SliceOutcome], analyzer: Analyzer | Classifier, out: P
     credit = FIGSHARE_CREDIT if is_figshare([o.record for o in outcomes]) else None
     for item in items:
         _save_item(item, analyzer, credit, out / f"{item.name}.png")
-    segmented = any(o.segmented for o in outcomes if o.error is None)
-    (out / "gallery.md").write_text(markdown(items, credit, segmented))
+    ok = [o for o in outcomes if o.error is None]
+    segmented, classified = any(o.segmented for o in ok), any(o.classified for o in ok)
+    (out / "gallery.md").write_text(markdown(items, credit, segmented, classified))
 
 
-def _save_item(item: Item, analyzer: Analyzer | Classifier, credit: str | None, path: Path) -> None:
+def _save_item(item: Item, analyzer: Analyzer | Classifier | Segmenter, credit: str | None, path: Path) -> None:
     """The picture, its caption also as PNG text (alt text; the montage re-sets it small)."""
     scan, truth = load_record(item.outcome.record)
     predicted = (
@@ -103,7 +104,10 @@ def choose(outcomes: list[SliceOutcome]) -> list[Item]:
         key=lambda o: (-o.pred_pixels, o.record.id),
     )
     items += [Item(f"notumor_outlined_{k}", f"no tumor, outlined ({k})", o) for k, o in enumerate(outlined[:LISTED], 1)]
-    wrong = sorted((o for o in ok if o.pred != o.true), key=lambda o: (-_rounded(o.scored_probs.max()), o.record.id))
+    wrong = sorted(
+        (o for o in ok if o.classified and o.pred != o.true),
+        key=lambda o: (-_rounded(o.scored_probs.max()), o.record.id),
+    )
     items += [
         Item(f"misclassified_{k}", f"misclassified ({k}, most confident first)", o)
         for k, o in enumerate(wrong[:LISTED], 1)
@@ -148,7 +152,11 @@ def _figure(value: float | None) -> str:
 
 def caption(o: SliceOutcome) -> str:
     """Two lines: the decision and its confidence, then how well the outline matches."""
-    decision = f"true {o.record.label} / predicted {CLASSES[o.scored_pred]}, confidence {_figure(o.scored_probs.max())}"
+    decision = (
+        f"true {o.record.label} / predicted {CLASSES[o.scored_pred]}, confidence {_figure(o.scored_probs.max())}"
+        if o.classified
+        else f"true {o.record.label}; tumor type: not produced by this model"
+    )
     if not o.segmented:
         return f"{decision}\nsegmentation: not produced by this model"
     if o.dice is None:
@@ -163,7 +171,7 @@ def caption(o: SliceOutcome) -> str:
     return f"{decision}\nDice {_figure(o.dice)}, {area}"
 
 
-def markdown(items: list[Item], credit: str | None, segmented: bool = True) -> str:
+def markdown(items: list[Item], credit: str | None, segmented: bool = True, classified: bool = True) -> str:
     lines = [
         "# Outcome gallery",
         "",
@@ -173,6 +181,7 @@ def markdown(items: list[Item], credit: str | None, segmented: bool = True) -> s
             if segmented
             else "no predicted outline (segmentation: not produced by this model; only its mistakes are shown)."
         ),
+        *([] if classified else ["No predicted tumor type (classification: not produced by this model)."]),
         "",
     ]
     lines += [credit, ""] if credit else []
@@ -182,10 +191,12 @@ def markdown(items: list[Item], credit: str | None, segmented: bool = True) -> s
     ]
     for item in items:
         o = item.outcome
+        predicted, confidence = (
+            (CLASSES[o.scored_pred], _figure(o.scored_probs.max())) if o.classified else ("n/a", "n/a")
+        )
         lines.append(
-            f"| {item.title} | ![{item.title}]({item.name}.png) | {o.record.label} | {CLASSES[o.scored_pred]} | "
-            f"{_figure(o.scored_probs.max())} | {_figure(o.dice)} | {_figure(o.area_true_cm2)} | "
-            f"{_figure(o.area_pred_cm2)} |"
+            f"| {item.title} | ![{item.title}]({item.name}.png) | {o.record.label} | {predicted} | {confidence} | "
+            f"{_figure(o.dice)} | {_figure(o.area_true_cm2)} | {_figure(o.area_pred_cm2)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -16,6 +16,12 @@ from braintumor.errors import ScanError
 if TYPE_CHECKING:
     from braintumor.evaluation.evaluate import SliceOutcome
 
+#: (report.json key, class names, file stem) of the confusion matrices
+MATRICES = (
+    ("confusion_matrix", CLASSES, "confusion_matrix"),
+    ("tumor_type_confusion_matrix", TUMOR_CLASSES, "confusion_matrix_tumor_types"),
+)
+
 
 def write_report(
     report: dict[str, Any], outcomes: list[SliceOutcome], out: Path, described: str, model_card: dict[str, Any]
@@ -31,11 +37,9 @@ def write_report(
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(markdown(report))
     _per_slice_csv(outcomes, out / "per_slice.csv")
-    for key, names, stem in (
-        ("confusion_matrix", CLASSES, "confusion_matrix"),
-        ("tumor_type_confusion_matrix", TUMOR_CLASSES, "confusion_matrix_tumor_types"),
-    ):
-        _matrix_csv(report[key], names, out / f"{stem}.csv")
+    for key, names, stem in MATRICES:
+        if report[key] is not None:  # None: a segmentation-only model has no confusion matrix
+            _matrix_csv(report[key], names, out / f"{stem}.csv")
     try:
         _plots(report, outcomes, out)
     except Exception as err:
@@ -93,23 +97,8 @@ def _plots(report: dict[str, Any], outcomes: list[SliceOutcome], out: Path) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for key, names, stem in (
-        ("confusion_matrix", CLASSES, "confusion_matrix"),
-        ("tumor_type_confusion_matrix", TUMOR_CLASSES, "confusion_matrix_tumor_types"),
-    ):
-        cm = np.array(report[key])
-        fig, ax = plt.subplots(figsize=(5, 4.5))
-        ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
-        for (i, j), v in np.ndenumerate(cm):
-            ax.text(j, i, str(v), ha="center", va="center", color="black")
-        ax.set_xticks(range(len(names)), names, rotation=30)
-        ax.set_yticks(range(len(names)), names)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        fig.tight_layout()
-        fig.savefig(out / f"{stem}.png", dpi=100)
-        plt.close(fig)
-    _reliability_plot(report["reliability"], report["ece"], out / "reliability.png", plt)
+    if report.get("classification_produced", True):
+        _classification_plots(report, out, plt)
     seg = [o for o in outcomes if o.dice is not None]
     if seg:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -125,6 +114,24 @@ def _plots(report: dict[str, Any], outcomes: list[SliceOutcome], out: Path) -> N
         fig.tight_layout()
         fig.savefig(out / "segmentation.png", dpi=100)
         plt.close(fig)
+
+
+def _classification_plots(report: dict[str, Any], out: Path, plt: Any) -> None:
+    """The confusion matrices and the reliability diagram: only for a model that classifies."""
+    for key, names, stem in MATRICES:
+        cm = np.array(report[key])
+        fig, ax = plt.subplots(figsize=(5, 4.5))
+        ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", color="black")
+        ax.set_xticks(range(len(names)), names, rotation=30)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        fig.tight_layout()
+        fig.savefig(out / f"{stem}.png", dpi=100)
+        plt.close(fig)
+    _reliability_plot(report["reliability"], report["ece"], out / "reliability.png", plt)
 
 
 def _reliability_plot(table: list[dict[str, Any]], ece: float, path: Path, plt: Any) -> None:
@@ -162,13 +169,28 @@ def segmentation_summary(report: dict[str, Any]) -> str:
     )
 
 
+def classification_summary(report: dict[str, Any]) -> str:
+    """The classification figures of a one-line summary, or that the model produces none."""
+    if not report.get("classification_produced", True):
+        return "classification: not produced by this model"
+    return f"tumor-type accuracy {report['tumor_type_accuracy']:.1%}, 4-class accuracy {report['accuracy']:.1%}"
+
+
 def markdown(r: dict) -> str:
     ci = r.get("ci95", {})
     segmented = r.get("segmentation_produced", True)  # reports written before the key existed all segmented
+    classified = r.get("classification_produced", True)  # and all classified
 
     def interval(k: str, pct: bool) -> str:
         return f" (95% CI {_fmt(ci[k][0], pct)}–{_fmt(ci[k][1], pct)})" if k in ci else ""
 
+    classification_rows = [
+        f"| tumor-type accuracy (3 classes, tumor slices) | {_fmt(r['tumor_type_accuracy'], True)}"
+        f"{interval('tumor_type_accuracy', True)} |",
+        f"| tumor-type accuracy with the 4-class decision | {_fmt(r['tumor_type_accuracy_4way'], True)} |",
+        f"| accuracy (4 classes) | {_fmt(r['accuracy'], True)}{interval('accuracy', True)} |",
+        f"| macro F1 (4 classes) / (3 tumor types) | {_fmt(r['macro_f1'])} / {_fmt(r['tumor_type_macro_f1'])} |",
+    ]
     segmentation_rows = [
         f"| Dice mean / median (tumor slices) | {_fmt(r['dice_mean'])}{interval('dice_mean', False)} / "
         f"{_fmt(r['dice_median'])} |",
@@ -177,6 +199,17 @@ def markdown(r: dict) -> str:
         f"| area relative error, median | {_fmt(r['area_error_median'], True)}{interval('area_error_median', True)} |",
         f"| tumors missed entirely (Dice 0) | {r['missed_tumors']} |",
         f"| no-tumor images given an outline | {_fmt(r['notumor_outlined'], True)} |",
+    ]
+    classification_section = [
+        "## Per class (4-class decision)",
+        "",
+        "| class | precision | recall | F1 | n |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {c} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | {_fmt(v['f1'])} | {int(v['support'])} |"
+            for c, v in r["per_class"].items()
+        ],
+        "",
     ]
     segmentation_section = [
         "## Segmentation per tumor type",
@@ -189,13 +222,7 @@ def markdown(r: dict) -> str:
         ],
         "",
     ]
-    lines = [
-        f"# Evaluation of {r.get('model')}",
-        "",
-        f"Split: {r['split']}.",
-        f"Images: {r['n_images']} ({r['n_unreadable']} unreadable), patients: {r['n_patients']}. No augmentation; "
-        + ("masks compared at each image's native resolution." if segmented else "classification only."),
-        "",
+    absent = [
         *(
             []
             if segmented
@@ -205,33 +232,45 @@ def markdown(r: dict) -> str:
                 "",
             ]
         ),
+        *(
+            []
+            if classified
+            else [
+                "Classification: not produced by this model (a segmentation-only model): no tumor type, accuracy, "
+                "F1, calibration or confusion-matrix figures.",
+                "",
+            ]
+        ),
+    ]
+    per_patient = [f"accuracy {_fmt(r['per_patient']['accuracy_mean'], True)}"] if classified else []
+    per_patient += [f"Dice {_fmt(r['per_patient']['dice_mean'])}"] if segmented else []
+    lines = [
+        f"# Evaluation of {r.get('model')}",
+        "",
+        f"Split: {r['split']}.",
+        f"Images: {r['n_images']} ({r['n_unreadable']} unreadable), patients: {r['n_patients']}. No augmentation; "
+        + ("masks compared at each image's native resolution." if segmented else "classification only."),
+        "",
+        *absent,
         "| metric | value |",
         "|---|---|",
-        f"| tumor-type accuracy (3 classes, tumor slices) | {_fmt(r['tumor_type_accuracy'], True)}"
-        f"{interval('tumor_type_accuracy', True)} |",
-        f"| tumor-type accuracy with the 4-class decision | {_fmt(r['tumor_type_accuracy_4way'], True)} |",
-        f"| accuracy (4 classes) | {_fmt(r['accuracy'], True)}{interval('accuracy', True)} |",
-        f"| macro F1 (4 classes) / (3 tumor types) | {_fmt(r['macro_f1'])} / {_fmt(r['tumor_type_macro_f1'])} |",
+        *(classification_rows if classified else []),
         *(segmentation_rows if segmented else []),
-        f"| expected calibration error (4 classes, 15 bins) | {_fmt(r['ece'])} |",
+        *([f"| expected calibration error (4 classes, 15 bins) | {_fmt(r['ece'])} |"] if classified else []),
         f"| out-of-distribution warnings | {_fmt(r['ood_warning_rate'], True)} |",
         "",
-        "## Per class (4-class decision)",
-        "",
-        "| class | precision | recall | F1 | n |",
-        "|---|---|---|---|---|",
-        *[
-            f"| {c} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | {_fmt(v['f1'])} | {int(v['support'])} |"
-            for c, v in r["per_class"].items()
-        ],
-        "",
+        *(classification_section if classified else []),
         *(segmentation_section if segmented else []),
-        f"Per patient (each patient once): accuracy {_fmt(r['per_patient']['accuracy_mean'], True)}"
-        + (f", Dice {_fmt(r['per_patient']['dice_mean'])}" if segmented else "")
-        + f" over {r['per_patient']['n_patients']} patients.",
+        f"Per patient (each patient once): {', '.join(per_patient)} over {r['per_patient']['n_patients']} patients.",
         "",
-        "The no-tumor images come from another source and MRI sequence than the tumor slices: 4-class figures "
-        "overstate skill; the 3-class tumor-type figures are the honest measure.",
-        "",
+        *(
+            [
+                "The no-tumor images come from another source and MRI sequence than the tumor slices: 4-class "
+                "figures overstate skill; the 3-class tumor-type figures are the honest measure.",
+                "",
+            ]
+            if classified
+            else []
+        ),
     ]
     return "\n".join(lines)

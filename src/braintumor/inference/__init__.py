@@ -2,5 +2,6 @@
 
 from braintumor.inference.analyzer import Analyzer, Result
 from braintumor.inference.classifier import Classifier, load_model
+from braintumor.inference.segmenter import Segmenter
 
-__all__ = ["Analyzer", "Classifier", "Result", "load_model"]
+__all__ = ["Analyzer", "Classifier", "Result", "Segmenter", "load_model"]

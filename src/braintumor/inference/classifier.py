@@ -2,8 +2,8 @@
 
 The Analyzer's counterpart for the reference classifiers: it runs their ONNX graph (``image`` → ``class_prob``,
 ``features``) with ONNX Runtime and returns the same ``Result``, without a mask, an outline or an area: these
-models do not produce a segmentation, and nothing here pretends they do. ``load_model`` picks the Analyzer or
-the Classifier from a model folder's card, so ``evaluate`` scores every architecture that has a class head.
+models do not produce a segmentation, and nothing here pretends they do. ``load_model`` picks the Analyzer,
+the Classifier or the Segmenter from a model folder's card, so ``evaluate`` scores every architecture.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from braintumor.errors import ScanError
 from braintumor.imageio import Scan
 from braintumor.inference.analyzer import Analyzer, Result
 from braintumor.inference.bundle import read_card
 from braintumor.inference.checks import input_warnings
 from braintumor.inference.runtime import OnnxModel, SpacingArg, spacing_for
+from braintumor.inference.segmenter import Segmenter
 from braintumor.preprocessing import to_model_input
 
 #: what a classification-only model says about the mask, in results and reports
@@ -66,14 +66,14 @@ class Classifier(OnnxModel):
         )
 
 
-def load_model(model_dir: str | Path | None = None) -> Analyzer | Classifier:
-    """The runner a model folder's task needs: the Analyzer (mask and type; the shipped model when None) or the
-    Classifier (type only). A segmentation-only folder has no graph to run."""
+def load_model(model_dir: str | Path | None = None) -> Analyzer | Classifier | Segmenter:
+    """The runner a model folder's task needs: the Analyzer (mask and type; the shipped model when None), the
+    Classifier (type only) or the Segmenter (mask only)."""
     if model_dir is None:
         return Analyzer.default()
     task = read_card(model_dir).get("task")
     if task == "classification":
         return Classifier(model_dir)
     if task == "segmentation":
-        raise ScanError(str(model_dir), "a segmentation-only model folder has no ONNX graph to evaluate")
+        return Segmenter(model_dir)
     return Analyzer(model_dir)

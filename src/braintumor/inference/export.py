@@ -59,10 +59,23 @@ class _ClassProbabilities(nn.Module):
         return torch.softmax(cls, dim=1), features
 
 
+class _MaskProbability(nn.Module):
+    """The graph of a segmentation-only network (no class head): the mask probability map alone. The network's
+    ``forward`` returns ``(mask_logits, None)``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seg, _ = self.net(x)
+        return torch.sigmoid(seg)
+
+
 def export_onnx(net: nn.Module, size: int, model_dir: str | Path) -> Path:
-    """``model.onnx`` of a network with a class head: ``image`` → ``mask_prob``, ``class_prob``, ``features`` for a
-    multitask_unet (the analyzer's graph), ``image`` → ``class_prob``, ``features`` for a classification-only
-    network (evaluate scores it without masks). A segmentation-only network is not exported."""
+    """``model.onnx`` of any network: ``image`` → ``mask_prob``, ``class_prob``, ``features`` for a multitask_unet
+    (the analyzer's graph), ``image`` → ``class_prob``, ``features`` for a classification-only network (evaluate
+    scores it without masks), ``image`` → ``mask_prob`` for a segmentation-only one (scored without classes)."""
     from braintumor.models.multitask_unet import MultiTaskUNet
 
     contiguous = net.eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # overloads omit it
@@ -72,9 +85,7 @@ def export_onnx(net: nn.Module, size: int, model_dir: str | Path) -> Path:
     elif callable(getattr(contiguous, "forward_with_features", None)):
         wrapper, outputs = _ClassProbabilities(contiguous), ["class_prob", "features"]
     else:
-        raise ValueError(
-            f"{type(net).__name__} has no class head with features (forward_with_features); it is not exported"
-        )
+        wrapper, outputs = _MaskProbability(contiguous), ["mask_prob"]
     path = Path(model_dir) / ONNX
     example = torch.zeros(1, 1, size, size)
     with warnings.catch_warnings():

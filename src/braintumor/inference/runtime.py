@@ -1,6 +1,6 @@
 """What every runnable model folder shares: its verified ONNX graph in an ONNX Runtime session, its classes and
 input size, and its calibration (temperature, out-of-distribution model and threshold).  The Analyzer (mask and
-type) and the Classifier (type only) turn the graph's outputs into results."""
+type), the Classifier (type only) and the Segmenter (mask only) turn the graph's outputs into results."""
 
 from __future__ import annotations
 

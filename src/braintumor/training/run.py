@@ -293,8 +293,7 @@ def _write_model_folder(
     net = net.cpu().float().eval()
     save_weights(net, out)
     task = ARCHITECTURES[cfg.arch][0]
-    if "classification" in task:  # the analyzer's graph, or a class-only one that evaluate scores
-        export_onnx(net, size, out)
+    export_onnx(net, size, out)  # the analyzer's graph, or a class-only or mask-only one that evaluate scores
     init = read_card(_init_dir(cfg.init)) if cfg.init else {}
     # salted scrypt keys of this run's training groups, plus the start weights' key blocks as they are (salted keys
     # cannot be merged into a new salt): checks consult every block
