@@ -35,6 +35,9 @@ def test_evaluate_scores_only_validation_patients(tiny_data, tiny_model, tmp_pat
         assert (out / name).stat().st_size > 0
     assert set(report["ci95"]) >= {"accuracy", "dice_mean"}
     assert 0 <= report["ece"] <= 1 and sum(b["n"] for b in report["reliability"]) == len(scored)
+    # the tiny model was never calibrated: it has no out-of-distribution model, so no rate (not 0%)
+    assert report["ood_warning_rate"] is None
+    assert "| out-of-distribution warnings | n/a |" in (out / "report.md").read_text()
 
 
 def test_evaluate_refuses_training_patients(tiny_data, tiny_model, tmp_path, capsys):

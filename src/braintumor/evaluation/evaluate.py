@@ -37,7 +37,7 @@ class SliceOutcome:
     area_true_cm2: float | None = None
     area_pred_cm2: float | None = None
     pred_pixels: int = 0  # predicted tumor pixels (an outline on a no-tumor image is a false finding)
-    ood_warned: bool = False  # the out-of-distribution warning was raised
+    ood_warned: bool | None = False  # the out-of-distribution warning was raised (None: the model has no OOD model)
     error: str | None = None
     segmented: bool = True  # the model produced a mask (False: a classification-only model; no mask figures)
     classified: bool = True  # the model produced a class (False: a segmentation-only model; no class figures)
@@ -136,7 +136,7 @@ def evaluate(
             None if label is None else CLASSES.index(label),
             None if label is None else np.array([result.probabilities[c] for c in CLASSES]),  # the 4-class decision
             pred_pixels=result.tumor_pixels,
-            ood_warned=analyzer.is_unfamiliar(result.ood_score),
+            ood_warned=None if analyzer.ood_threshold is None else analyzer.is_unfamiliar(result.ood_score),
             segmented=mask is not None,
             classified=label is not None,
         )
@@ -230,7 +230,9 @@ def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -
         "notumor_outlined": float(np.mean([o.pred_pixels > 0 for o in ok if o.true == CLASSES.index("notumor")]))
         if segmented and any(o.true == CLASSES.index("notumor") for o in ok)
         else None,
-        "ood_warning_rate": float(np.mean([o.ood_warned for o in ok])),
+        "ood_warning_rate": None  # a model without an out-of-distribution model cannot warn: not a 0% rate
+        if any(o.ood_warned is None for o in ok)
+        else float(np.mean([o.ood_warned for o in ok])),
         "classes": list(CLASSES),
         "segmentation_per_class": {
             c: {
