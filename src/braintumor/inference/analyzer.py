@@ -20,11 +20,10 @@ from braintumor import CLASSES
 from braintumor.errors import ScanError
 from braintumor.imageio import Scan, load_scan
 from braintumor.imageio.registry import Source
-from braintumor.imageio.scan import area_cm2
 from braintumor.inference.bundle import DEFAULT_MODEL_DIR
 from braintumor.inference.checks import consistency_warnings, decide, input_warnings
 from braintumor.inference.postprocess import Postprocessing
-from braintumor.inference.runtime import OnnxModel, SpacingArg, spacing_for
+from braintumor.inference.runtime import OnnxModel, SpacingArg, measured_area, spacing_for
 from braintumor.preprocessing import Geometry, output_to_image, to_model_input
 
 T = TypeVar("T")
@@ -188,15 +187,14 @@ class Analyzer(OnnxModel):
         warnings += consistency_warnings(label, pixels, mask.size)
         if label == "notumor" and pixels:  # a "no tumor" answer has no outline and no area, never a contradiction
             mask, pixels = np.zeros_like(mask), 0
-        if spacing is None:
-            warnings.append("pixel spacing unknown: area not computed (give --spacing-mm)")
+        area = measured_area(pixels, spacing, warnings)
         return Result(
             file=scan.name,
             label=label,
             probabilities=probabilities,
             mask=mask,
             tumor_pixels=pixels,
-            area_cm2=area_cm2(pixels, spacing) if spacing else None,
+            area_cm2=area,
             spacing_mm=spacing,
             spacing_source=source,
             ood_score=None if ood_score is None else float(ood_score),

@@ -11,6 +11,7 @@ import numpy as np
 
 from braintumor.errors import ScanError
 from braintumor.imageio import Scan, as_spacing
+from braintumor.imageio.scan import area_cm2
 from braintumor.inference.bundle import ONNX, OOD, read_card, verified_file
 from braintumor.inference.calibration import FeatureModel, apply_temperature
 
@@ -82,3 +83,11 @@ def spacing_for(scan: Scan, spacing_mm: SpacingArg) -> tuple[tuple[float, float]
     if scan.spacing_mm is None and spacing_mm is not None:
         return as_spacing(spacing_mm), "user"
     return scan.spacing_mm, scan.spacing_source
+
+
+def measured_area(pixels: int, spacing: tuple[float, float] | None, warnings: list[str]) -> float | None:
+    """The tumor area in cm² from a known spacing; without one, None and a warning (never a made-up number)."""
+    if spacing is None:
+        warnings.append("pixel spacing unknown: area not computed (give --spacing-mm)")
+        return None
+    return area_cm2(pixels, spacing)

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from braintumor.imageio import Scan
-from braintumor.imageio.scan import area_cm2
 from braintumor.inference.analyzer import Result
 from braintumor.inference.checks import input_warnings
-from braintumor.inference.runtime import OnnxModel, SpacingArg, spacing_for
+from braintumor.inference.runtime import OnnxModel, SpacingArg, measured_area, spacing_for
 from braintumor.preprocessing import Geometry, output_to_image, to_model_input
 
 #: what a segmentation-only model says about the tumor type, in results and reports
@@ -52,13 +51,12 @@ class Segmenter(OnnxModel):
         pixels = int(mask.sum())
         warnings = input_warnings(scan, model_input)
         warnings.append(f"{NO_CLASSIFICATION}: a segmentation-only model outlines, it does not classify")
-        if spacing is None:
-            warnings.append("pixel spacing unknown: area not computed (give --spacing-mm)")
+        area = measured_area(pixels, spacing, warnings)
         return Result(
             file=scan.name,
             mask=mask,
             tumor_pixels=pixels,
-            area_cm2=area_cm2(pixels, spacing) if spacing else None,
+            area_cm2=area,
             spacing_mm=spacing,
             spacing_source=source,
             warnings=warnings,
