@@ -117,3 +117,31 @@ def test_final_model_loads_and_evaluate_on_its_training_data_says_nothing_is_uns
     assert code == 2
     err = capsys.readouterr().err
     assert "nothing unseen to score" in err and "trained on all patients" in err
+
+
+def test_cv_continues_another_cv_fold_by_fold(cv_out, tiny_data, tmp_path, capsys):
+    """--init CV_FOLDER: fold k starts from that CV's fold k (never from a model that saw fold k's patients),
+    the final model from its final model."""
+    out = tmp_path / "more"
+    assert main([*_cv_argv(tiny_data, out), "--init", str(cv_out), "--lr", "1e-3", "--final"]) == 0
+    for fold in (0, 1):
+        start = json.loads((out / f"fold{fold}" / "card.json").read_text())["training"]["initialised_from"]
+        source = json.loads((cv_out / f"fold{fold}" / "card.json").read_text())
+        assert start["weights_sha256"] == source["files"]["model.safetensors"]["sha256"]
+    final = json.loads((out / "final" / "card.json").read_text())
+    source = json.loads((cv_out / "final" / "card.json").read_text())
+    assert final["training"]["initialised_from"]["weights_sha256"] == source["files"]["model.safetensors"]["sha256"]
+    assert "continued from the same fold" in (out / "cv.md").read_text()
+    assert "continued from the same fold" in final["cross_validation"]["protocol"]
+
+
+def test_cv_continuation_needs_the_final_model_it_continues(cv_out, tiny_data, tmp_path, capsys):
+    import shutil
+
+    partial = tmp_path / "partial"
+    for fold in (0, 1):
+        shutil.copytree(cv_out / f"fold{fold}", partial / f"fold{fold}")
+    out = tmp_path / "more"
+    shutil.copytree(cv_out, out, ignore=shutil.ignore_patterns("final"))  # folds done: only the final is missing
+    assert main([*_cv_argv(tiny_data, out), "--init", str(partial), "--final"]) == 2
+    assert "has no final/ model to continue" in capsys.readouterr().err

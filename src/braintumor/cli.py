@@ -168,7 +168,12 @@ def _train_options(t: argparse.ArgumentParser) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--folds", type=int, default=5)
     t.add_argument("--max-minutes", type=float, help="stop after this much training time")
-    t.add_argument("--patience", type=int, default=12, help="early stopping patience (epochs)")
+    t.add_argument(
+        "--patience",
+        type=int,
+        default=12,
+        help="early stopping patience (epochs); none with --keep last, cv or --all-patients",
+    )
     t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
     t.add_argument("--devices", default="auto", help="number of devices/processes, or auto")
     t.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn …")
@@ -179,7 +184,8 @@ def _train_options(t: argparse.ArgumentParser) -> None:
         "--init",
         type=Path,
         help="start from this model folder's weights ('default': the shipped model), "
-        "e.g. to fine-tune on your data or at a larger --size",
+        "e.g. to fine-tune on your data or at a larger --size; for cv, a CV folder continues its recipe "
+        "(each fold from the same fold's model, the final model from its final/)",
     )
     t.add_argument("--workers", type=int, default=0, help="data loader processes")
 

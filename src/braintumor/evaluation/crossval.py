@@ -3,7 +3,8 @@
 One fold's figures overstated accuracy by 5 points on new patients (the same fold chose the epoch, the step
 and the post-processing); the mean ± sd over folds and the pooled out-of-fold report are what a recipe is
 chosen by.  Resumable fold by fold: a fold with a model card is not trained again, a fold with checkpoints
-continues from its last epoch.
+continues from its last epoch.  ``--init`` with another CV folder continues that recipe: each fold starts from
+the same fold's model (which never saw its patients) and the final model from that CV's final model.
 """
 
 from __future__ import annotations
@@ -39,6 +40,26 @@ def fold_dir(out: Path, fold: int) -> Path:
     return Path(out) / f"fold{fold}"
 
 
+def is_cv_folder(path: Path | None) -> bool:
+    return path is not None and (Path(path) / "fold0" / "card.json").is_file()
+
+
+def fold_start(base: TrainConfig, fold: int | None) -> Path | None:
+    """The weights fold ``fold`` (None: the final model) starts from: ``base.init``, or for a CV folder its own
+    fold's model (its final model for the final)."""
+    if not is_cv_folder(base.init):
+        return base.init
+    assert base.init is not None, "is_cv_folder is False for None"
+    start = fold_dir(base.init, fold) if fold is not None else Path(base.init) / "final"
+    if not (start / "card.json").is_file():
+        raise ValueError(
+            f"--init {base.init}: it has no {start.name}/ model to continue; train it with that CV's recipe "
+            f"({'braintumor cv ... --final' if fold is None else 'braintumor cv'} --out {base.init}), "
+            f"or for the final model 'braintumor train ... --all-patients --out {start}'"
+        )
+    return start
+
+
 def check_fold(cfg: TrainConfig) -> None:
     """No patient of the fold's validation side is in its training side (read back from the run's split.csv)."""
     with open(Path(cfg.out) / "split.csv", newline="") as f:
@@ -66,7 +87,7 @@ def cross_validate(base: TrainConfig, n_boot: int = 1000, final: bool = False) -
     out.mkdir(parents=True, exist_ok=True)
     for fold in range(base.folds):
         # the last epoch: the fold being scored must not also choose the epoch
-        cfg = replace(base, out=fold_dir(out, fold), val_fold=fold, keep="last")
+        cfg = replace(base, out=fold_dir(out, fold), val_fold=fold, keep="last", init=fold_start(base, fold))
         if not (cfg.out / "card.json").is_file():
             train(replace(cfg, resume=(cfg.out / "checkpoints" / "last.ckpt").is_file()))
         check_fold(cfg)
@@ -124,11 +145,8 @@ def finish(base: TrainConfig, models: list, out: Path, n_boot: int) -> dict:
     rows, report = score_folds(base, models, out / "chosen", n_boot)
     final = out / "final"
     if not (final / "card.json").is_file():
-        train(
-            replace(
-                base, out=final, all_patients=True, keep="last", resume=(final / "checkpoints" / "last.ckpt").is_file()
-            )
-        )
+        resume = (final / "checkpoints" / "last.ckpt").is_file()
+        train(replace(base, out=final, all_patients=True, keep="last", resume=resume, init=fold_start(base, None)))
     block, features = calibrate_from_folds(base.data, models, Analyzer(final), progress=base.progress)
     store(final, block, features)
     card = read_card(final)
@@ -146,12 +164,18 @@ def cv_block(base: TrainConfig, rows: list[dict], report: dict) -> dict:
         "protocol": f"patient-level class-stratified {base.folds}-fold cross-validation of this recipe (seed "
         f"{base.seed}): each fold model trained on the other folds (last epoch, nothing chosen on the scored fold) "
         "and scored by 'braintumor evaluate' on its unseen patients at native resolution, with the post-processing "
-        "chosen on the pooled out-of-fold predictions",
+        "chosen on the pooled out-of-fold predictions" + (_start_note(base).replace(",", ";", 1) if base.init else ""),
         "per_fold": rows,
         "mean": {k: float(np.mean(v)) for k, v in columns.items() if v},
         "sd": {k: float(np.std(v, ddof=1)) for k, v in columns.items() if len(v) > 1},
         "pooled": {k: _metric(report, k) for k in METRICS} | {"ci95": report.get("ci95", {})},
     }
+
+
+def _start_note(base: TrainConfig) -> str:
+    if is_cv_folder(base.init):
+        return f", each fold continued from the same fold of `{base.init}` (the final model from its final model)"
+    return f", --init {base.init}"
 
 
 def _metric(report: dict[str, Any], key: str) -> Any:
@@ -181,7 +205,7 @@ def _write_table(rows: list[dict], pooled: dict, out: Path, base: TrainConfig, p
         "",
         f"Recipe: `{base.arch}`, {base.input_size} px, {base.epochs} epochs max, batch {base.batch_size}, "
         f"lr {base.lr:g}, seed {base.seed}, precision {base.training_precision}, the last epoch of each fold"
-        + (f", --init {base.init}" if base.init else "")
+        + (_start_note(base) if base.init else "")
         + (f", {base.limit_per_class} images per class (smoke test)" if base.limit_per_class else "")
         + (f"; post-processing {postprocessing.as_card()}" if postprocessing is not None else "")
         + ".",

@@ -128,7 +128,8 @@ def train(cfg: TrainConfig) -> Path:
         strategy=cfg.strategy,
         precision=cfg.training_precision,  # type: ignore[arg-type]  # a str from --precision; Lightning checks it
         max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
-        callbacks=[latest] if cfg.all_patients else [checkpoint, latest, stopping],
+        # with --keep last the validation fold chooses nothing, not even when to stop
+        callbacks=[latest] if cfg.all_patients or cfg.keep == "last" else [checkpoint, latest, stopping],
         logger=CSVLogger(out, name="", version=LOGS),
         log_every_n_steps=10,
         deterministic=True,
