@@ -97,3 +97,20 @@ def test_evaluate_scores_a_segmentation_only_folder(seed_unet, tiny_data, tmp_pa
     assert not (out / "confusion_matrix.png").exists() and not (out / "confusion_matrix.csv").exists()
     gallery = (out / "gallery" / "gallery.md").read_text()
     assert "classification: not produced by this model" in gallery and "misclassified" not in gallery
+
+
+def test_the_segmenter_reads_its_post_processing_from_the_card(seed_unet, tmp_path):
+    import shutil
+
+    from braintumor.inference.postprocess import Postprocessing
+
+    folder = tmp_path / "seg"
+    shutil.copytree(seed_unet, folder)
+    card = json.loads((folder / "card.json").read_text())
+    card["postprocessing"] = {"threshold": 0.4, "min_component_fraction": 1.0, "fill_holes": True}
+    (folder / "card.json").write_text(json.dumps(card))
+    segmenter = load_model(folder)
+    assert segmenter.postprocessing == Postprocessing(0.4, 1.0, True)
+    two = np.zeros((40, 50), dtype=np.float32)
+    two[5:15, 5:15], two[30:33, 40:43] = 0.9, 0.9  # a region and a speck: only the largest is kept
+    assert segmenter.postprocessing.apply(two).sum() == 100

@@ -14,6 +14,7 @@ import numpy as np
 from braintumor.imageio import Scan
 from braintumor.inference.analyzer import Result
 from braintumor.inference.checks import input_warnings
+from braintumor.inference.postprocess import Postprocessing
 from braintumor.inference.runtime import OnnxModel, SpacingArg, measured_area, spacing_for
 from braintumor.preprocessing import Geometry, output_to_image, to_model_input
 
@@ -28,8 +29,8 @@ class Segmenter(OnnxModel):
 
     def __init__(self, model_dir: str | Path, threads: int | None = None, memory_arena: bool = False):
         super().__init__(model_dir, threads, memory_arena)
-        #: the mask probability threshold (``>=``), as the model card gives it
-        self.threshold = float(self.card.get("mask_threshold", 0.5))
+        #: threshold and mask clean-up, as the model card gives them (the Analyzer's rules)
+        self.postprocessing = Postprocessing.from_card(self.card)
 
     def network(self, batch: np.ndarray) -> np.ndarray:
         """The graph's mask probabilities for a ``(N, 1, size, size)`` batch."""
@@ -46,7 +47,7 @@ class Segmenter(OnnxModel):
     def _result(
         self, scan: Scan, model_input: np.ndarray, geometry: Geometry, mask_prob: np.ndarray, spacing_mm: SpacingArg
     ) -> Result:
-        mask = (output_to_image(mask_prob, geometry) >= self.threshold).astype(np.uint8)
+        mask = self.postprocessing.apply(output_to_image(mask_prob, geometry))
         spacing, source = spacing_for(scan, spacing_mm)
         pixels = int(mask.sum())
         warnings = input_warnings(scan, model_input)
