@@ -28,11 +28,16 @@ def analyzer():
 
 @pytest.fixture(scope="module")
 def unseen_tumor_slices(request):
-    """dev-512 tumor slices of patients the shipped model never trained on."""
+    """dev-512 tumor slices of patients the shipped model never trained on; a model trained on every patient of
+    dev (whose accuracy estimate is the cross-validation in its card) has none, so it is checked on all of them
+    (at 512 px, twice the resolution it trained on) as a smoke test, not as a measure of accuracy."""
     dev512 = request.getfixturevalue("dev512")
     records = read_manifest(dev512)
-    trained = trained_groups(records, read_card(DEFAULT_MODEL_DIR))
-    rows = [r for r in records if group_of(r) not in trained and r.label != "notumor"]
+    card = read_card(DEFAULT_MODEL_DIR)
+    trained = trained_groups(records, card)
+    rows = [r for r in records if r.label != "notumor"]
+    if not card["training"].get("all_patients"):
+        rows = [r for r in rows if group_of(r) not in trained]
     assert len(rows) >= 15
     return rows
 
