@@ -164,7 +164,7 @@ def cv_block(base: TrainConfig, rows: list[dict], report: dict) -> dict:
         "protocol": f"patient-level class-stratified {base.folds}-fold cross-validation of this recipe (seed "
         f"{base.seed}): each fold model trained on the other folds (last epoch, nothing chosen on the scored fold) "
         "and scored by 'braintumor evaluate' on its unseen patients at native resolution, with the post-processing "
-        "chosen on the pooled out-of-fold predictions" + (_start_note(base).replace(",", ";", 1) if base.init else ""),
+        "chosen on the pooled out-of-fold predictions" + (f"; {_start_note(base)}" if base.init else ""),
         "per_fold": rows,
         "mean": {k: float(np.mean(v)) for k, v in columns.items() if v},
         "sd": {k: float(np.std(v, ddof=1)) for k, v in columns.items() if len(v) > 1},
@@ -173,9 +173,10 @@ def cv_block(base: TrainConfig, rows: list[dict], report: dict) -> dict:
 
 
 def _start_note(base: TrainConfig) -> str:
+    """Where the recipe's weights started, for cv.md and the card."""
     if is_cv_folder(base.init):
-        return f", each fold continued from the same fold of `{base.init}` (the final model from its final model)"
-    return f", --init {base.init}"
+        return f"each fold continued from the same fold of `{base.init}` (the final model from its final model)"
+    return f"--init {base.init}"
 
 
 def _metric(report: dict[str, Any], key: str) -> Any:
@@ -205,7 +206,7 @@ def _write_table(rows: list[dict], pooled: dict, out: Path, base: TrainConfig, p
         "",
         f"Recipe: `{base.arch}`, {base.input_size} px, {base.epochs} epochs max, batch {base.batch_size}, "
         f"lr {base.lr:g}, seed {base.seed}, precision {base.training_precision}, the last epoch of each fold"
-        + (_start_note(base) if base.init else "")
+        + (f", {_start_note(base)}" if base.init else "")
         + (f", {base.limit_per_class} images per class (smoke test)" if base.limit_per_class else "")
         + (f"; post-processing {postprocessing.as_card()}" if postprocessing is not None else "")
         + ".",
