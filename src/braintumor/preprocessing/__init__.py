@@ -3,6 +3,13 @@
 Numpy + Pillow only, so training (which caches inputs) and torch-free inference share one code path.
 """
 
-from braintumor.preprocessing.geometry import Geometry, mask_to_input, output_to_image, scale_intensity, to_model_input
+from braintumor.preprocessing.geometry import (
+    Geometry,
+    mask_to_input,
+    output_to_image,
+    scale_intensity,
+    square_resize,
+    to_model_input,
+)
 
-__all__ = ["Geometry", "mask_to_input", "output_to_image", "scale_intensity", "to_model_input"]
+__all__ = ["Geometry", "mask_to_input", "output_to_image", "scale_intensity", "square_resize", "to_model_input"]

@@ -35,12 +35,19 @@ def _square(array: np.ndarray, fill: float) -> tuple[np.ndarray, Geometry]:
 
 def to_model_input(pixels: np.ndarray, size: int) -> tuple[np.ndarray, Geometry]:
     """float32 ``size × size`` in [0, 1] (aspect kept by zero-padding) and the geometry to undo it."""
+    small, geometry = square_resize(pixels, size)
+    return scale_intensity(small), geometry
+
+
+def square_resize(pixels: np.ndarray, size: int) -> tuple[np.ndarray, Geometry]:
+    """float32 ``size × size``: padded to a square with the slice minimum, bilinear resize; intensities as they
+    were (the first half of ``to_model_input``)."""
     pixels = np.asarray(pixels, dtype=np.float32)
     square, geometry = _square(pixels, float(pixels.min()))
     small = np.asarray(
         Image.fromarray(square, mode="F").resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
     )
-    return scale_intensity(small), geometry
+    return small, geometry
 
 
 def scale_intensity(pixels: np.ndarray) -> np.ndarray:

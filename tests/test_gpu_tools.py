@@ -1,0 +1,83 @@
+"""tools/gpu: pack → train (a dry run on the CPU) → unpack → ``braintumor cv`` finishes the CV, training nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from braintumor.cli import main
+from braintumor.inference.bundle import read_card, sha256
+from conftest import csv_rows, make_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # three small trainings and a CV: about a minute
+
+
+def _tool(name: str, *args: object) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gpu" / name), *map(str, args)], capture_output=True, text=True
+    )
+
+
+@pytest.fixture(scope="module")
+def round_trip(tiny_data, tmp_path_factory):
+    """The tiny dataset packed at 32 px, 2 folds + the final model trained 1 epoch by train.py on the CPU."""
+    tmp = tmp_path_factory.mktemp("gpu")
+    packed, back = tmp / "gpu" / "data", tmp / "back"
+    done = _tool("pack.py", "--data", tiny_data, "--out", packed, "--size", 32)
+    assert done.returncode == 0, done.stderr
+    done = _tool(
+        "train.py", "--data", packed, "--out", back, "--runs", tmp / "runs", "--folds", 2, "--epochs", 1,
+        "--size", 32, "--batch-size", 4, "--accelerator", "cpu", "--workers", 0, "--threads", 1,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return packed, back
+
+
+def test_pack_keeps_rows_and_network_input(round_trip, tiny_data):
+    packed, _ = round_trip
+    summary = json.loads((packed / "pack.json").read_text())
+    source, copy = csv_rows(tiny_data / "index.csv"), csv_rows(packed / "index.csv")
+    assert [(r["id"], r["label"], r["patient_id"]) for r in copy] == [
+        (r["id"], r["label"], r["patient_id"]) for r in source
+    ]
+    assert summary["rows"] == len(source)
+    assert summary["max_input_difference"] < 0.01  # 8-bit rounding only
+
+
+def test_train_brings_back_weights_and_one_archive(round_trip):
+    _, back = round_trip
+    assert sorted(p.name for p in back.iterdir()) == [
+        "final.safetensors",
+        "fold0.safetensors",
+        "fold1.safetensors",
+        "meta.tar.gz",
+    ]
+
+
+def test_unpack_then_cv_scores_the_folds_without_training(round_trip, tiny_data, tmp_path):
+    _, back = round_trip
+    cv = tmp_path / "cv"
+    done = _tool("unpack.py", back, "--data", tiny_data, "--out", cv)
+    assert done.returncode == 0, done.stderr
+    command = done.stdout.split()
+    assert command[:2] == ["braintumor", "cv"] and "--final" in command
+    assert main([*command[1:], "--bootstrap", "20"]) == 0
+    for run in ("fold0", "fold1", "final"):
+        assert sha256(cv / run / "model.safetensors") == sha256(back / f"{run}.safetensors")  # the GPU's weights
+        assert not (cv / run / "checkpoints").exists()  # nothing was trained again here
+        assert "tools/gpu/pack.py" in read_card(cv / run)["training"]["packed_data"]
+    final = read_card(cv / "final")
+    assert final["training"]["all_patients"] and final["cross_validation"]["pooled"]["tumor_type_accuracy"] is not None
+    assert (cv / "cv.md").is_file() and (cv / "pooled" / "report.json").is_file()
+
+
+def test_unpack_refuses_weights_trained_on_another_split(round_trip, tmp_path):
+    _, back = round_trip
+    other = make_manifest(tmp_path / "other", patients_per_class=5)
+    done = _tool("unpack.py", back, "--data", other, "--out", tmp_path / "cv")
+    assert done.returncode != 0 and "is not this machine's split" in done.stderr

@@ -1,0 +1,107 @@
+"""Turn what ``train.py`` brought back from the GPU machine into a CV folder that ``braintumor cv`` finishes.
+
+For every run: the weights checked against the checksum its card recorded there, its split checked to be the
+split this machine computes for the native-resolution data (same rows, same side, fold by fold), the ONNX graph
+exported here with this project's own torch, and the card told what it was trained on. Then
+``braintumor cv --data DATA --out OUT ... --final`` (printed at the end) trains nothing: it scores each fold
+model on its unseen patients at native resolution, chooses the post-processing on the pooled out-of-fold
+predictions and calibrates the final model from the folds.
+
+    python tools/gpu/unpack.py FILES_AT --data ../shared/data/dev --out ~/braintumor-runs/gpu40
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from braintumor.data import read_manifest, train_val_test_split
+from braintumor.inference.bundle import WEIGHTS, read_card, record_files, verified_file
+from braintumor.inference.export import export_onnx
+from braintumor.models import build_model
+
+
+def expected_split(data: Path, card: dict) -> dict[str, str]:
+    """The split this machine computes for ``data`` with the run's recipe."""
+    records = read_manifest(data)
+    recipe = card["training"]["split_recipe"]
+    if recipe.get("all_patients"):
+        return dict.fromkeys((r.id for r in records), "train")
+    return train_val_test_split(records, val_fold=recipe["val_fold"], k=recipe["folds"], seed=recipe["seed"])
+
+
+def check_split(run: Path, data: Path, card: dict) -> None:
+    """The run's split.csv lists the same rows as ``expected_split``, each on the same side."""
+    with open(run / "split.csv", newline="") as f:
+        there = {row["id"]: row["split"] for row in csv.DictReader(f)}
+    here = expected_split(data, card)
+    wrong = [i for i, side in there.items() if here.get(i) != side]
+    if wrong or there.keys() != here.keys():
+        raise SystemExit(
+            f"unpack: {run.name}: its split is not this machine's split of {data} ({len(wrong)} rows differ, "
+            f"{len(here.keys() - there.keys())} missing); pack the same data folder again"
+        )
+
+
+def unpack(files: Path, data: Path, out: Path) -> list[str]:
+    """Fill ``out`` with one model folder per run; returns the run names."""
+    with tarfile.open(files / "meta.tar.gz") as tar:
+        tar.extractall(out, filter="data")
+    names = []
+    for weights in sorted(files.glob("*.safetensors")):
+        run = out / weights.stem
+        shutil.copy2(weights, run / WEIGHTS)
+        card = read_card(run)
+        verified_file(run, WEIGHTS, card)  # the bytes the GPU machine wrote, unchanged by the transfer
+        check_split(run, data, card)
+        net = build_model(card["architecture"], num_classes=len(card["classes"]), size=int(card["input"]["size"]))
+        net.load_state_dict(load_file(str(run / WEIGHTS)))
+        export_onnx(net, int(card["input"]["size"]), run)
+        card["training"]["packed_data"] = (
+            f"trained on {card['training']['data']}, a copy of {data} padded and resized to "
+            f"{card['input']['size']} px as 8-bit PNG by tools/gpu/pack.py (same rows and patients), on "
+            f"{json.loads((out / 'gpu.json').read_text())['gpu'] or 'the GPU machine'}; ONNX exported here"
+        )
+        record_files(run, card)
+        names.append(run.name)
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("files", type=Path, help="the folder the device tool put train.py's files in")
+    p.add_argument("--data", type=Path, required=True, help="the native-resolution dataset that was packed")
+    p.add_argument("--out", type=Path, required=True, help="the CV folder to make")
+    args = p.parse_args(argv)
+    if (args.out / "fold0" / "card.json").is_file():
+        print(f"unpack: {args.out} already holds a CV; choose another --out", file=sys.stderr)
+        return 2
+    names = unpack(args.files, args.data, args.out)
+    gpu = json.loads((args.out / "gpu.json").read_text())
+    failed = [n for n, r in gpu["runs"].items() if r["rc"] or n not in names]
+    if failed:
+        print(f"unpack: no model from {', '.join(failed)} (see {args.out}/logs)", file=sys.stderr)
+    if "final" not in names:
+        print(
+            "unpack: without a final model, 'braintumor cv --final' would train it here, on this CPU", file=sys.stderr
+        )
+    recipe = gpu["args"]
+    print(
+        f"braintumor cv --data {args.data} --out {args.out} --folds {recipe['folds']} --epochs {recipe['epochs']} "
+        f"--batch-size {recipe['batch_size']} --lr {recipe['lr']:g} --seed {recipe['seed']}"
+        + (f" --size {recipe['size']}" if recipe["size"] else "")
+        + (f" --precision {read_card(args.out / names[0])['training']['precision']}" if names else "")
+        + " --final"
+    )
+    return int(bool(failed))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
