@@ -143,6 +143,15 @@ def test_failures_are_clear(tmp_path, capsys):
     assert "unknown architecture 'resnet9000'" in capsys.readouterr().err
 
 
+def test_gpu_runs_warn_where_torch_has_no_deterministic_kernel(tmp_path):
+    """A strict deterministic run on a GPU stops at the first operation with no deterministic CUDA kernel; the
+    CPU keeps strict determinism (same seed, same weights)."""
+    cpu = TrainConfig(data=tmp_path, out=tmp_path, accelerator="cpu")
+    gpu = TrainConfig(data=tmp_path, out=tmp_path, accelerator="gpu")
+    assert (cpu.deterministic, cpu.training_precision) == (True, "32")
+    assert (gpu.deterministic, gpu.training_precision) == ("warn", "bf16-mixed")
+
+
 @pytest.mark.slow
 def test_ddp_with_two_cpu_processes(tiny_data, tmp_path):
     out = tmp_path / "ddp"
