@@ -143,6 +143,31 @@ def test_failures_are_clear(tmp_path, capsys):
     assert "unknown architecture 'resnet9000'" in capsys.readouterr().err
 
 
+def test_augmentation_gives_plain_tensors_with_the_same_values():
+    """The training data path runs MONAI without meta tracking (faster): same values as with it, plain tensors,
+    and the global setting put back."""
+    from monai.data import get_track_meta
+
+    from braintumor.training.dataset import SliceDataset, train_transforms
+
+    gen = torch.Generator().manual_seed(0)
+    cache = {
+        "image": torch.rand(6, 1, 32, 32, generator=gen),
+        "mask": (torch.rand(6, 1, 32, 32, generator=gen) > 0.8).float(),
+        "label": torch.tensor([0, 1, 2, 3, 0, 1]),
+    }
+    fast = SliceDataset(cache, np.arange(6), train_transforms().set_random_state(seed=5))
+    reference = train_transforms().set_random_state(seed=5)
+    assert get_track_meta()
+    for i in range(6):
+        item = fast[i]
+        expected = reference({k: cache[k][i] for k in ("image", "mask", "label")})
+        assert type(item["image"]) is torch.Tensor and type(item["mask"]) is torch.Tensor
+        assert torch.equal(item["image"], expected["image"].as_subclass(torch.Tensor))
+        assert torch.equal(item["mask"], expected["mask"].as_subclass(torch.Tensor))
+    assert get_track_meta()
+
+
 def test_gpu_runs_warn_where_torch_has_no_deterministic_kernel(tmp_path):
     """A strict deterministic run on a GPU stops at the first operation with no deterministic CUDA kernel; the
     CPU keeps strict determinism (same seed, same weights)."""

@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="CPU threads per run")
     p.add_argument("--no-final", action="store_true", help="the folds only")
     args = p.parse_args(argv)
-    if not (args.data / "index.csv").is_file():
-        print(f"train.py: {args.data} has no index.csv; run tools/gpu/pack.py first and carry .gpu", file=sys.stderr)
+    if not (args.data / "pack.json").is_file():
+        print(f"train.py: {args.data} has no pack.json; run tools/gpu/pack.py first and carry .gpu", file=sys.stderr)
         return 2
     runs = commands(args)
     started = time.time()
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "pack": json.loads((args.data / "pack.json").read_text()) if (args.data / "pack.json").is_file() else None,
+        "pack": json.loads((args.data / "pack.json").read_text()),
     }
     files = bring_back(args.runs, args.out, results, extra)
     print(f"{len(files)} files in {args.out} after {extra['seconds']} s", flush=True)

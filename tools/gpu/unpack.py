@@ -18,6 +18,7 @@ import json
 import shutil
 import sys
 import tarfile
+import warnings
 from pathlib import Path
 
 from safetensors.torch import load_file
@@ -54,6 +55,7 @@ def unpack(files: Path, data: Path, out: Path) -> list[str]:
     """Fill ``out`` with one model folder per run; returns the run names."""
     with tarfile.open(files / "meta.tar.gz") as tar:
         tar.extractall(out, filter="data")
+    gpu = json.loads((out / "gpu.json").read_text())
     names = []
     for weights in sorted(files.glob("*.safetensors")):
         run = out / weights.stem
@@ -63,11 +65,13 @@ def unpack(files: Path, data: Path, out: Path) -> list[str]:
         check_split(run, data, card)
         net = build_model(card["architecture"], num_classes=len(card["classes"]), size=int(card["input"]["size"]))
         net.load_state_dict(load_file(str(run / WEIGHTS)))
-        export_onnx(net, int(card["input"]["size"]), run)
+        with warnings.catch_warnings():  # the exporter's shape-inference notes, one set per model
+            warnings.simplefilter("ignore", UserWarning)
+            export_onnx(net, int(card["input"]["size"]), run)
         card["training"]["packed_data"] = (
-            f"trained on {card['training']['data']}, a copy of {data} padded and resized to "
-            f"{card['input']['size']} px as 8-bit PNG by tools/gpu/pack.py (same rows and patients), on "
-            f"{json.loads((out / 'gpu.json').read_text())['gpu'] or 'the GPU machine'}; ONNX exported here"
+            f"trained on {card['training']['data']}, a copy of {data} padded and resized to {gpu['pack']['size']} px "
+            f"as 8-bit PNG by tools/gpu/pack.py (same rows and patients), on "
+            f"{gpu['gpu'] if gpu['gpu'] != 'none' else 'a machine with no GPU (a dry run)'}; ONNX exported here"
         )
         record_files(run, card)
         names.append(run.name)
