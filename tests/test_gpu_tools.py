@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -25,14 +27,14 @@ def _tool(name: str, *args: object) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def round_trip(tiny_data, tmp_path_factory):
-    """The tiny dataset packed at 32 px, 2 folds + the final model trained 1 epoch by train.py on the CPU."""
+    """Tiny data packed at 32 px; 2 folds + the final model, probed then trained 1 epoch by train.py on the CPU."""
     tmp = tmp_path_factory.mktemp("gpu")
     packed, back = tmp / "gpu" / "data", tmp / "back"
     done = _tool("pack.py", "--data", tiny_data, "--out", packed, "--size", 32)
     assert done.returncode == 0, done.stderr
     done = _tool(
         "train.py", "--data", packed, "--out", back, "--runs", tmp / "runs", "--folds", 2, "--epochs", 1,
-        "--size", 32, "--batch-size", 4, "--accelerator", "cpu", "--workers", 0, "--threads", 1,
+        "--minutes", 5, "--size", 32, "--batch-size", 4, "--accelerator", "cpu", "--workers", 0, "--threads", 1,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     return packed, back
@@ -57,6 +59,20 @@ def test_train_brings_back_weights_and_one_archive(round_trip):
         "fold1.safetensors",
         "meta.tar.gz",
     ]
+    with tarfile.open(back / "meta.tar.gz") as tar:
+        gpu = json.load(tar.extractfile("gpu.json"))
+    assert gpu["probe"]["epochs"] == gpu["args"]["epochs"] == 1 and set(gpu["runs"]) == {"fold0", "fold1", "final"}
+
+
+def test_epochs_are_chosen_to_fit_the_minutes():
+    spec = importlib.util.spec_from_file_location("gpu_train", ROOT / "tools" / "gpu" / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    # a probe of 2 epochs: the slowest run trained 20 s (10 s an epoch), start-up and finish took 30 s more
+    chosen = train.fitting_epochs({"fold0": 16.0, "final": 20.0}, wall=50.0, probe_epochs=2, minutes=7, cap=40)
+    assert chosen == {"epochs": 39, "seconds_per_epoch": 10.0, "overhead_s": 30}  # (420 - 30) // 10
+    assert train.fitting_epochs({"final": 20.0}, 50.0, 2, minutes=60, cap=40)["epochs"] == 40
+    assert train.fitting_epochs({"final": 200.0}, 250.0, 2, minutes=1, cap=40)["epochs"] == 1  # never 0
 
 
 def test_unpack_then_cv_scores_the_folds_without_training(round_trip, tiny_data, tmp_path):

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 KEPT = ("card.json", "split.csv", "logs/metrics.csv", "curves.png")  # per run, into the archive
+PROBE_EPOCHS = 2  # --minutes: how long a probe of every run at once trains before the epoch count is chosen
 
 
 def commands(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -64,6 +65,31 @@ def run_all(runs: dict[str, list[str]], logs: Path, threads: int) -> dict[str, d
     return results
 
 
+def fitting_epochs(probe: dict[str, float], wall: float, probe_epochs: int, minutes: float, cap: int) -> dict:
+    """The epoch count (at most ``cap``) with which every run ends within ``minutes``, from a probe that trained
+    all runs at once for ``probe_epochs`` epochs: ``probe`` holds each run's training seconds (its card), ``wall``
+    the probe's wall time; the difference is start-up and finish (reading data, ONNX export), paid again."""
+    per_epoch = max(probe.values()) / probe_epochs
+    overhead = max(wall - max(probe.values()), 0.0)
+    fits = int((minutes * 60 - overhead) // per_epoch)
+    return {"epochs": max(1, min(cap, fits)), "seconds_per_epoch": round(per_epoch, 1), "overhead_s": round(overhead)}
+
+
+def probe(args: argparse.Namespace) -> dict:
+    """Every run for a few epochs at once, in a folder of its own, to time an epoch under the real load."""
+    epochs = min(PROBE_EPOCHS, args.epochs)
+    where = args.runs / "probe"
+    started = time.time()
+    results = run_all(
+        commands(argparse.Namespace(**vars(args) | {"epochs": epochs, "runs": where})), where, args.threads
+    )
+    if any(r["rc"] for r in results.values()):
+        raise SystemExit(f"train.py: the probe failed; see {where}/*.log")
+    seconds = {n: float(json.loads((where / n / "card.json").read_text())["training"]["seconds"]) for n in results}
+    chosen = fitting_epochs(seconds, time.time() - started, epochs, args.minutes, args.epochs)
+    return chosen | {"probe_epochs": epochs, "at_most": args.epochs}
+
+
 def gpu_name() -> str:
     try:
         return subprocess.run(
@@ -99,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")), help="what comes back")
     p.add_argument("--runs", type=Path, default=Path("/tmp/gpu-runs"), help="the run folders (stay there)")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=40, help="the epochs of every run (with --minutes: at most)")
+    p.add_argument(
+        "--minutes", type=float, help="choose the epochs (≤ --epochs) so that all runs end in this time, by a probe"
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -113,10 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "pack.json").is_file():
         print(f"train.py: {args.data} has no pack.json; run tools/gpu/pack.py first and carry .gpu", file=sys.stderr)
         return 2
-    runs = commands(args)
     started = time.time()
-    results = run_all(runs, args.runs / "logs", args.threads)
+    chosen = probe(args) if args.minutes else None
+    if chosen:
+        print(f"probe: {chosen}", flush=True)
+        args.epochs = chosen["epochs"]
+    results = run_all(commands(args), args.runs / "logs", args.threads)
     extra = {
+        "probe": chosen,
         "seconds": round(time.time() - started),
         "gpu": gpu_name(),
         "cpus": os.cpu_count(),
