@@ -6,9 +6,9 @@ trainings in the minutes a lease allows. Only what cannot be remade elsewhere co
 most 8 files): each run's weights, and one archive of cards, splits, logs and timings. ``unpack.py`` turns them
 into a CV folder on this project's machine, where ``braintumor cv`` scores the folds on the native-resolution
 data and finishes the final model. Dry run on a CPU (what the tests do): ``--accelerator cpu`` on a tiny
-dataset, ``--epochs 1``.
+dataset, ``--epochs 1``. ``tools/gpu/README.md`` has the device command.
 
-    python3 tools/gpu/train.py --data .gpu/data --out "$OUT" --epochs 40 --max-minutes 7
+    python3 tools/gpu/train.py --data .gpu/data --out "$OUT" --epochs 40 --minutes 6 --max-minutes 7
 """
 
 from __future__ import annotations
