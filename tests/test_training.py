@@ -168,6 +168,18 @@ def test_augmentation_gives_plain_tensors_with_the_same_values():
     assert get_track_meta()
 
 
+def test_loader_processes_augment_differently():
+    """Eight copies of one slice, one per batch, batches alternating between two loader processes: without a
+    reseed per process both would apply the same augmentations (batch 0 = batch 1, batch 2 = batch 3)."""
+    from braintumor.training.dataset import augmented_loader
+
+    gen = torch.Generator().manual_seed(0)
+    image, mask = torch.rand(1, 1, 32, 32, generator=gen), (torch.rand(1, 1, 32, 32, generator=gen) > 0.8).float()
+    cache = {"image": image.repeat(8, 1, 1, 1), "mask": mask.repeat(8, 1, 1, 1), "label": torch.zeros(8, dtype=int)}
+    batches = [b["image"] for b in augmented_loader(cache, np.arange(8), batch_size=1, num_workers=2, seed=0)]
+    assert not (torch.equal(batches[0], batches[1]) and torch.equal(batches[2], batches[3]))
+
+
 def test_gpu_runs_warn_where_torch_has_no_deterministic_kernel(tmp_path):
     """A strict deterministic run on a GPU stops at the first operation with no deterministic CUDA kernel; the
     CPU keeps strict determinism (same seed, same weights)."""

@@ -127,3 +127,29 @@ class SliceDataset(torch.utils.data.Dataset):
             finally:
                 set_track_meta(tracking)
         return item
+
+
+def augmented_loader(
+    cache: dict[str, Any], indices: np.ndarray, batch_size: int, num_workers: int, seed: int
+) -> torch.utils.data.DataLoader:
+    """Shuffled, augmented training batches (full batches only)."""
+    return torch.utils.data.DataLoader(
+        SliceDataset(cache, indices, train_transforms().set_random_state(seed=seed)),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        worker_init_fn=seed_worker if num_workers > 0 else None,
+    )
+
+
+def seed_worker(worker_id: int) -> None:
+    """Each loader process its own random streams: Lightning's seeding of numpy, random and torch, and MONAI's of
+    the transforms, whose random state lives in the dataset that every worker copies (without this, two workers
+    apply the same augmentations to their slices)."""
+    from lightning.fabric.utilities.seed import pl_worker_init_function
+    from monai.data.utils import worker_init_fn
+
+    pl_worker_init_function(worker_id)
+    worker_init_fn(worker_id)

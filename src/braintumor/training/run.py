@@ -94,7 +94,7 @@ def train(cfg: TrainConfig) -> Path:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from braintumor.training.dataset import SliceDataset, cache_slices, train_transforms
+    from braintumor.training.dataset import SliceDataset, augmented_loader, cache_slices
     from braintumor.training.module import SliceModule
 
     size = cfg.input_size
@@ -111,14 +111,7 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError("the split left no training or no validation images; use more data or fewer folds")
     counts = np.bincount(cache["label"][train_idx].numpy(), minlength=len(CLASSES)).astype(float)
     class_weights = np.sqrt(counts.sum() / (len(CLASSES) * np.maximum(counts, 1)))  # tempered inverse frequency
-    train_loader = torch.utils.data.DataLoader(
-        SliceDataset(cache, train_idx, train_transforms().set_random_state(seed=cfg.seed)),
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=cfg.num_workers,
-        persistent_workers=cfg.num_workers > 0,
-    )
+    train_loader = augmented_loader(cache, train_idx, cfg.batch_size, cfg.num_workers, cfg.seed)
     val_loader = None if cfg.all_patients else torch.utils.data.DataLoader(SliceDataset(cache, val_idx), batch_size=64)
 
     module = SliceModule(
