@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -64,15 +66,46 @@ def test_train_brings_back_weights_and_one_archive(round_trip):
     assert gpu["probe"]["epochs"] == gpu["args"]["epochs"] == 1 and set(gpu["runs"]) == {"fold0", "fold1", "final"}
 
 
-def test_epochs_are_chosen_to_fit_the_minutes():
+@pytest.fixture(scope="module")
+def gpu_train():
+    """tools/gpu/train.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location("gpu_train", ROOT / "tools" / "gpu" / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
-    # a probe of 2 epochs: the slowest run trained 20 s (10 s an epoch), start-up and finish took 30 s more
-    chosen = train.fitting_epochs({"fold0": 16.0, "final": 20.0}, wall=50.0, probe_epochs=2, minutes=7, cap=40)
-    assert chosen == {"epochs": 39, "seconds_per_epoch": 10.0, "overhead_s": 30}  # (420 - 30) // 10
-    assert train.fitting_epochs({"final": 20.0}, 50.0, 2, minutes=60, cap=40)["epochs"] == 40
-    assert train.fitting_epochs({"final": 200.0}, 250.0, 2, minutes=1, cap=40)["epochs"] == 1  # never 0
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_epochs_are_chosen_to_fit_the_time_left(gpu_train):
+    # 10 s an epoch, 30 s of start-up and finish, 420 s left: (420 - 30) // 10
+    assert gpu_train.fitting_epochs(10.0, 30.0, 420.0, cap=40) == {
+        "epochs": 39,
+        "seconds_per_epoch": 10.0,
+        "overhead_s": 30,
+    }
+    assert gpu_train.fitting_epochs(10.0, 30.0, 3600.0, cap=40)["epochs"] == 40
+    assert gpu_train.fitting_epochs(100.0, 50.0, 60.0, cap=40)["epochs"] == 1  # never 0
+    assert gpu_train.fitting_epochs(0.0, 0.0, 60.0, cap=40)["epochs"] == 40  # a 0 s epoch (rounded) is no error
+
+
+def test_runs_still_going_at_the_deadline_are_stopped(gpu_train, tmp_path):
+    sleep = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(120)"]
+    fail = [sys.executable, "-c", "import sys; print('bad things'); sys.exit(3)"]
+    results = gpu_train.run_all({"slow": sleep, "bad": fail}, tmp_path, threads=1, deadline=time.time() + 3)
+    assert results["slow"]["stopped"] and results["slow"]["rc"] != 0 and results["slow"]["seconds"] < 30
+    assert results["bad"]["rc"] == 3 and "stopped" not in results["bad"]
+    assert gpu_train.tail(tmp_path / "bad.log") == "bad things"
+
+
+def test_an_earlier_attempt_is_cleared_and_other_folders_refused(gpu_train, tmp_path):
+    earlier = tmp_path / "runs"
+    (earlier / "fold0").mkdir(parents=True)
+    (earlier / "gpu.json").write_text("{}")
+    gpu_train.fresh_runs_folder(earlier)
+    assert not earlier.exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("x")
+    with pytest.raises(SystemExit, match="holds other files"):
+        gpu_train.fresh_runs_folder(tmp_path / "mine")
 
 
 def test_unpack_then_cv_scores_the_folds_without_training(round_trip, tiny_data, tmp_path):
@@ -97,3 +130,13 @@ def test_unpack_refuses_weights_trained_on_another_split(round_trip, tmp_path):
     other = make_manifest(tmp_path / "other", patients_per_class=5)
     done = _tool("unpack.py", back, "--data", other, "--out", tmp_path / "cv")
     assert done.returncode != 0 and "is not this machine's split" in done.stderr
+
+
+def test_unpack_refuses_an_incomplete_cv(round_trip, tiny_data, tmp_path):
+    """A run that brought back nothing would be trained here by 'braintumor cv', on the CPU: no command then."""
+    _, back = round_trip
+    partial = tmp_path / "partial"
+    shutil.copytree(back, partial)
+    (partial / "fold1.safetensors").unlink()
+    done = _tool("unpack.py", partial, "--data", tiny_data, "--out", tmp_path / "cv")
+    assert done.returncode == 1 and "fold1: no model came back" in done.stderr and "braintumor cv" not in done.stdout

@@ -32,6 +32,8 @@ def test_run_folder_is_complete(tiny_model):
     assert any(k.startswith("class_head") for k in weights) and all(np.isfinite(v).all() for v in weights.values())
     rows = csv_rows(tiny_model / "logs" / "metrics.csv")
     assert {r["epoch"] for r in rows} == {"0", "1"}
+    assert sorted(r["epoch"] for r in rows if r.get("epoch_seconds")) == ["0", "1"]  # each epoch's wall time
+    assert all(float(r["epoch_seconds"]) > 0 for r in rows if r.get("epoch_seconds"))
     assert (tiny_model / "curves.png").stat().st_size > 1000
     assert not list(tiny_model.glob("*.pt")) and not list(tiny_model.glob("*.pth"))
     last = torch.load(tiny_model / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

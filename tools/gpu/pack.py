@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = pack(args.data, args.out, args.size)
     if args.wheels:
         whl = args.out.parent / "whl"
-        whl.mkdir(parents=True, exist_ok=True)
+        if whl.exists():  # two versions of one package would stop the install there
+            shutil.rmtree(whl)
+        whl.mkdir(parents=True)
         for wheel in sorted(args.wheels.glob("*.whl")):
             shutil.copy2(wheel, whl / wheel.name)
     print(

@@ -14,6 +14,7 @@ dataset, ``--epochs 1``. ``tools/gpu/README.md`` has the device command.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -26,6 +27,7 @@ from pathlib import Path
 
 KEPT = ("card.json", "split.csv", "logs/metrics.csv", "curves.png")  # per run, into the archive
 PROBE_EPOCHS = 2  # --minutes: how long a probe of every run at once trains before the epoch count is chosen
+PACK_SECONDS = 30  # kept at the end of --minutes for the weights and the archive
 
 
 def commands(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -48,8 +50,9 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
     return runs
 
 
-def run_all(runs: dict[str, list[str]], logs: Path, threads: int) -> dict[str, dict]:
-    """Start every run, wait for all; their exit codes and wall times."""
+def run_all(runs: dict[str, list[str]], logs: Path, threads: int, deadline: float | None = None) -> dict[str, dict]:
+    """Start every run, wait for all (stopping those still running at ``deadline``, a ``time.time()``); their exit
+    codes and wall times, and the end of the log of each that failed."""
     logs.mkdir(parents=True, exist_ok=True)
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     started = time.time()
@@ -57,37 +60,70 @@ def run_all(runs: dict[str, list[str]], logs: Path, threads: int) -> dict[str, d
     for name, cmd in runs.items():
         with open(logs / f"{name}.log", "w") as log:
             procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    results = {}
-    for name, proc in procs.items():
-        rc = proc.wait()
-        results[name] = {"rc": rc, "seconds": round(time.time() - started), "command": " ".join(runs[name])}
-        print(f"{name}: exit {rc} after {results[name]['seconds']} s", flush=True)
-    return results
+    results: dict[str, dict] = {}
+    while len(results) < len(procs):
+        for name, proc in procs.items():
+            if name not in results and proc.poll() is not None:
+                results[name] = {"rc": proc.returncode, "seconds": round(time.time() - started)}
+                print(f"{name}: exit {proc.returncode} after {results[name]['seconds']} s", flush=True)
+                if proc.returncode:
+                    print(tail(logs / f"{name}.log"), flush=True)
+        if deadline is not None and time.time() > deadline:
+            for name, proc in procs.items():
+                if name not in results:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                    results[name] = {"rc": proc.returncode, "seconds": round(time.time() - started), "stopped": True}
+                    print(f"{name}: stopped at the deadline after {results[name]['seconds']} s", flush=True)
+        time.sleep(1)
+    return {name: results[name] | {"command": " ".join(cmd)} for name, cmd in runs.items()}
 
 
-def fitting_epochs(probe: dict[str, float], wall: float, probe_epochs: int, minutes: float, cap: int) -> dict:
-    """The epoch count (at most ``cap``) with which every run ends within ``minutes``, from a probe that trained
-    all runs at once for ``probe_epochs`` epochs: ``probe`` holds each run's training seconds (its card), ``wall``
-    the probe's wall time; the difference is start-up and finish (reading data, ONNX export), paid again."""
-    per_epoch = max(probe.values()) / probe_epochs
-    overhead = max(wall - max(probe.values()), 0.0)
-    fits = int((minutes * 60 - overhead) // per_epoch)
+def tail(log: Path, lines: int = 25) -> str:
+    """The last lines of a log, progress-bar redraws collapsed."""
+    kept = [line for line in log.read_text(errors="replace").replace("\r", "\n").splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def fitting_epochs(per_epoch: float, overhead: float, seconds: float, cap: int) -> dict:
+    """The epoch count (at most ``cap``, at least 1) with which a run whose epochs take ``per_epoch`` seconds and
+    whose start-up and finish (reading data, ONNX export) take ``overhead`` ends within ``seconds``."""
+    per_epoch = max(per_epoch, 0.1)
+    fits = int((seconds - overhead) // per_epoch)
     return {"epochs": max(1, min(cap, fits)), "seconds_per_epoch": round(per_epoch, 1), "overhead_s": round(overhead)}
 
 
-def probe(args: argparse.Namespace) -> dict:
-    """Every run for a few epochs at once, in a folder of its own, to time an epoch under the real load."""
+def epoch_seconds(run: Path) -> list[float]:
+    """Each epoch's wall seconds, from the run's metrics log."""
+    with open(run / "logs" / "metrics.csv", newline="") as f:
+        return [float(r["epoch_seconds"]) for r in csv.DictReader(f) if r.get("epoch_seconds")]
+
+
+def probe(args: argparse.Namespace, deadline: float) -> dict:
+    """Every run for a few epochs at once, in a folder of its own, to time an epoch under the real load: the epoch
+    count is then what fits the time left before ``deadline``. The probe's first epoch (warm-up) is not used."""
     epochs = min(PROBE_EPOCHS, args.epochs)
     where = args.runs / "probe"
     started = time.time()
-    results = run_all(
-        commands(argparse.Namespace(**vars(args) | {"epochs": epochs, "runs": where})), where, args.threads
-    )
+    runs = commands(argparse.Namespace(**vars(args) | {"epochs": epochs, "runs": where}))
+    results = run_all(runs, where / "logs", args.threads, deadline)
     if any(r["rc"] for r in results.values()):
-        raise SystemExit(f"train.py: the probe failed; see {where}/*.log")
-    seconds = {n: float(json.loads((where / n / "card.json").read_text())["training"]["seconds"]) for n in results}
-    chosen = fitting_epochs(seconds, time.time() - started, epochs, args.minutes, args.epochs)
-    return chosen | {"probe_epochs": epochs, "at_most": args.epochs}
+        raise ProbeFailed(results)
+    wall = time.time() - started
+    timings = {n: epoch_seconds(where / n) for n in results}
+    slowest = max(timings, key=lambda n: sum(timings[n]))
+    per_epoch = max(t[-1] for t in timings.values())  # the last epoch: warm
+    chosen = fitting_epochs(per_epoch, wall - sum(timings[slowest]), deadline - time.time(), args.epochs)
+    return chosen | {"probe_epochs": epochs, "probe_s": round(wall), "at_most": args.epochs}
+
+
+class ProbeFailed(Exception):
+    def __init__(self, results: dict[str, dict]) -> None:
+        self.results = results
 
 
 def gpu_name() -> str:
@@ -99,14 +135,13 @@ def gpu_name() -> str:
         return "none"
 
 
-def bring_back(runs_dir: Path, out: Path, results: dict[str, dict], extra: dict) -> list[Path]:
+def bring_back(runs_dir: Path, out: Path, results: dict[str, dict], extra: dict, weights: bool = True) -> list[Path]:
     """Weights as ``NAME.safetensors`` and ``meta.tar.gz`` (cards, splits, logs, ``gpu.json``) under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in results:
-        weights = runs_dir / name / "model.safetensors"
-        if weights.is_file():
-            written.append(Path(shutil.copy2(weights, out / f"{name}.safetensors")))
+    for name in results if weights else ():
+        if (runs_dir / name / "model.safetensors").is_file():
+            written.append(Path(shutil.copy2(runs_dir / name / "model.safetensors", out / f"{name}.safetensors")))
     (runs_dir / "gpu.json").write_text(json.dumps({"runs": results, **extra}, indent=2) + "\n")
     with tarfile.open(out / "meta.tar.gz", "w:gz") as tar:
         tar.add(runs_dir / "gpu.json", arcname="gpu.json")
@@ -117,6 +152,15 @@ def bring_back(runs_dir: Path, out: Path, results: dict[str, dict], extra: dict)
                 if (runs_dir / name / kept).is_file():
                     tar.add(runs_dir / name / kept, arcname=f"{name}/{kept}")
     return [*written, out / "meta.tar.gz"]
+
+
+def fresh_runs_folder(runs: Path) -> None:
+    """An earlier attempt's runs removed (a run that fails early must not bring back old weights); a folder that
+    is not train.py's is refused."""
+    if runs.is_dir() and any(runs.iterdir()):
+        if not any((runs / marker).exists() for marker in ("gpu.json", "logs", "probe")):
+            raise SystemExit(f"train.py: {runs} holds other files; choose another --runs")
+        shutil.rmtree(runs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,24 +186,44 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "pack.json").is_file():
         print(f"train.py: {args.data} has no pack.json; run tools/gpu/pack.py first and carry .gpu", file=sys.stderr)
         return 2
+    packed = json.loads((args.data / "pack.json").read_text())
+    if args.size not in (None, packed["size"]):
+        print(f"train.py: {args.data} was packed at {packed['size']} px; omit --size or pack again", file=sys.stderr)
+        return 2
+    args.size = packed["size"]
+    fresh_runs_folder(args.runs)
     started = time.time()
-    chosen = probe(args) if args.minutes else None
-    if chosen:
+    deadline = started + args.minutes * 60 - PACK_SECONDS if args.minutes else None
+    chosen = None
+    if deadline is not None:
+        try:
+            chosen = probe(args, deadline)
+        except ProbeFailed as failed:  # its logs come back, no weights
+            bring_back(args.runs / "probe", args.out, failed.results, record(args, None, started, packed), False)
+            print("train.py: the probe failed; its logs are in meta.tar.gz", file=sys.stderr)
+            return 1
         print(f"probe: {chosen}", flush=True)
         args.epochs = chosen["epochs"]
-    results = run_all(commands(args), args.runs / "logs", args.threads)
-    extra = {
+        left = max((deadline - time.time() - chosen["overhead_s"]) / 60, 0.5)  # no run outlives the deadline
+        args.max_minutes = min(args.max_minutes or left, left)
+    results = run_all(commands(args), args.runs / "logs", args.threads, deadline)
+    extra = record(args, chosen, started, packed)
+    files = bring_back(args.runs, args.out, results, extra)
+    print(f"{len(files)} files in {args.out} after {extra['seconds']} s", flush=True)
+    return int(any(r["rc"] for r in results.values()))
+
+
+def record(args: argparse.Namespace, chosen: dict | None, started: float, packed: dict) -> dict:
+    """What gpu.json says besides the runs: the probe, the machine, the arguments, the packed data."""
+    return {
         "probe": chosen,
         "seconds": round(time.time() - started),
         "gpu": gpu_name(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "pack": json.loads((args.data / "pack.json").read_text()),
+        "pack": packed,
     }
-    files = bring_back(args.runs, args.out, results, extra)
-    print(f"{len(files)} files in {args.out} after {extra['seconds']} s", flush=True)
-    return int(any(r["rc"] for r in results.values()))
 
 
 if __name__ == "__main__":

@@ -51,17 +51,29 @@ def check_split(run: Path, data: Path, card: dict) -> None:
         )
 
 
-def unpack(files: Path, data: Path, out: Path) -> list[str]:
-    """Fill ``out`` with one model folder per run; returns the run names."""
+def epochs_done(run: Path) -> int:
+    """Epochs the run completed, from its metrics log (an epoch cut short logs nothing)."""
+    with open(run / "logs" / "metrics.csv", newline="") as f:
+        return 1 + max((int(r["epoch"]) for r in csv.DictReader(f) if r.get("epoch")), default=-1)
+
+
+def unpack(files: Path, data: Path, out: Path) -> tuple[list[str], list[str]]:
+    """Fill ``out`` with one model folder per complete run; returns the runs unpacked and what is wrong with the
+    others (missing, no card, stopped before its last epoch)."""
     with tarfile.open(files / "meta.tar.gz") as tar:
         tar.extractall(out, filter="data")
     gpu = json.loads((out / "gpu.json").read_text())
-    names = []
-    for weights in sorted(files.glob("*.safetensors")):
-        run = out / weights.stem
+    names, problems = [], []
+    for name in gpu["runs"]:
+        run, weights = out / name, files / f"{name}.safetensors"
+        if not weights.is_file() or not (run / "card.json").is_file():
+            problems.append(f"{name}: no model came back (exit {gpu['runs'][name]['rc']}; see {out}/logs/{name}.log)")
+            continue
         shutil.copy2(weights, run / WEIGHTS)
         card = read_card(run)
         verified_file(run, WEIGHTS, card)  # the bytes the GPU machine wrote, unchanged by the transfer
+        if epochs_done(run) < card["training"]["max_epochs"]:
+            problems.append(f"{name}: stopped after {epochs_done(run)} of {card['training']['max_epochs']} epochs")
         check_split(run, data, card)
         net = build_model(card["architecture"], num_classes=len(card["classes"]), size=int(card["input"]["size"]))
         net.load_state_dict(load_file(str(run / WEIGHTS)))
@@ -74,8 +86,8 @@ def unpack(files: Path, data: Path, out: Path) -> list[str]:
             f"{gpu['gpu'] if gpu['gpu'] != 'none' else 'a machine with no GPU (a dry run)'}; ONNX exported here"
         )
         record_files(run, card)
-        names.append(run.name)
-    return names
+        names.append(name)
+    return names, problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,27 +96,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, required=True, help="the native-resolution dataset that was packed")
     p.add_argument("--out", type=Path, required=True, help="the CV folder to make")
     args = p.parse_args(argv)
-    if (args.out / "fold0" / "card.json").is_file():
-        print(f"unpack: {args.out} already holds a CV; choose another --out", file=sys.stderr)
+    if args.out.exists() and any(args.out.iterdir()):
+        print(f"unpack: {args.out} is not empty; choose a new --out", file=sys.stderr)
         return 2
-    names = unpack(args.files, args.data, args.out)
+    names, problems = unpack(args.files, args.data, args.out)
     gpu = json.loads((args.out / "gpu.json").read_text())
-    failed = [n for n, r in gpu["runs"].items() if r["rc"] or n not in names]
-    if failed:
-        print(f"unpack: no model from {', '.join(failed)} (see {args.out}/logs)", file=sys.stderr)
-    if "final" not in names:
+    if "final" not in gpu["runs"]:
+        problems.append("final: not trained (--no-final)")
+    if problems:
+        print("unpack: " + "; ".join(problems), file=sys.stderr)
         print(
-            "unpack: without a final model, 'braintumor cv --final' would train it here, on this CPU", file=sys.stderr
+            "unpack: not a complete CV of the recipe it names: 'braintumor cv' would train what is missing here, on "
+            "this CPU, for hours. Run the GPU again (fewer --epochs if runs were stopped).",
+            file=sys.stderr,
         )
+        return 1
     recipe = gpu["args"]
     print(
         f"braintumor cv --data {args.data} --out {args.out} --folds {recipe['folds']} --epochs {recipe['epochs']} "
         f"--batch-size {recipe['batch_size']} --lr {recipe['lr']:g} --seed {recipe['seed']}"
         + (f" --size {recipe['size']}" if recipe["size"] else "")
-        + (f" --precision {read_card(args.out / names[0])['training']['precision']}" if names else "")
+        + f" --precision {read_card(args.out / names[0])['training']['precision']}"
         + " --final"
     )
-    return int(bool(failed))
+    return 0
 
 
 if __name__ == "__main__":

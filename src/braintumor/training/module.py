@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
@@ -36,9 +37,17 @@ class SliceModule(L.LightningModule):
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.cls_loss = nn.CrossEntropyLoss(weight=weights, label_smoothing=0.05)
         self._val: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._epoch_started = time.perf_counter()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return self.net(x.contiguous(memory_format=torch.channels_last))
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_started = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        # wall seconds of the epoch, its validation included: what a run's length is planned from
+        self.log("epoch_seconds", time.perf_counter() - self._epoch_started, on_step=False, on_epoch=True)
 
     def on_fit_start(self) -> None:
         # channels-last: faster convolutions on CPU (oneDNN) and on GPU tensor cores
