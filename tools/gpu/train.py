@@ -8,7 +8,7 @@ into a CV folder on this project's machine, where ``braintumor cv`` scores the f
 data and finishes the final model. Dry run on a CPU (what the tests do): ``--accelerator cpu`` on a tiny
 dataset, ``--epochs 1``. ``tools/gpu/README.md`` has the device command.
 
-    python3 tools/gpu/train.py --data .gpu/data --out "$OUT" --epochs 40 --minutes 6 --max-minutes 7
+    python3 tools/gpu/train.py --data .gpu/data --out "$OUT" --epochs 40 --minutes 8
 """
 
 from __future__ import annotations
