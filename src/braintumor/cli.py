@@ -177,7 +177,7 @@ def _train_options(t: argparse.ArgumentParser) -> None:
     t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
     t.add_argument("--devices", default="auto", help="number of devices/processes, or auto")
     t.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn …")
-    t.add_argument("--precision", help="32 (default on a CPU), bf16-mixed (default on a GPU), 16-mixed")
+    t.add_argument("--precision", help="bf16-mixed (default: GPU, AMX CPU), 32 (default: other CPUs), 16-mixed")
     t.add_argument("--limit-per-class", type=int, help="train on a small sample (smoke test)")
     t.add_argument("--pretrained", action="store_true", help="ImageNet weights (inception_v3; needs timm + download)")
     t.add_argument(
