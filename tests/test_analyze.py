@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from braintumor.bundle import DEFAULT_MODEL_DIR, ONNX, WEIGHTS, read_card, sha256, verified_file
 from braintumor.cli import main
 from braintumor.commands.analyze import COLUMNS
 from braintumor.data import load_mask, read_manifest
@@ -17,7 +18,6 @@ from braintumor.data.splits import group_of
 from braintumor.errors import ScanError
 from braintumor.evaluation.metrics import dice
 from braintumor.inference import Analyzer
-from braintumor.inference.bundle import DEFAULT_MODEL_DIR, ONNX, WEIGHTS, read_card, sha256, verified_file
 from conftest import csv_rows
 
 
@@ -34,9 +34,9 @@ def unseen_tumor_slices(request):
     dev512 = request.getfixturevalue("dev512")
     records = read_manifest(dev512)
     card = read_card(DEFAULT_MODEL_DIR)
-    trained = trained_groups(records, card)
+    trained = trained_groups(records, [card.training])
     rows = [r for r in records if r.label != "notumor"]
-    if not card["training"].get("all_patients"):
+    if not card.training.all_patients:
         rows = [r for r in rows if group_of(r) not in trained]
     assert len(rows) >= 15
     return rows
@@ -47,7 +47,7 @@ def test_shipped_model_is_small_and_checksummed():
     total = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir())
     assert total <= 30 * 1024 * 1024
     for name in (WEIGHTS, ONNX):
-        assert card["files"][name]["sha256"] == sha256(DEFAULT_MODEL_DIR / name)
+        assert card.files[name].sha256 == sha256(DEFAULT_MODEL_DIR / name)
 
 
 def test_tampered_weights_are_refused(tmp_path):
@@ -104,7 +104,7 @@ def test_onnx_and_pytorch_agree(analyzer, dev512):
 
     net, card = load_torch_model(DEFAULT_MODEL_DIR)
     for path in sorted((dev512 / "images").glob("*.png"))[:4]:
-        x, _ = to_model_input(load_scan(path).pixels, card["input"]["size"])
+        x, _ = to_model_input(load_scan(path).pixels, card.input.size)
         mask_onnx, probs_onnx, features_onnx = analyzer.network(x[None, None])
         with torch.inference_mode():
             seg, cls, features = net.forward_with_features(torch.from_numpy(x)[None, None])

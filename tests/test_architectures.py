@@ -121,7 +121,7 @@ def test_one_epoch_writes_a_loadable_model_folder(trained):
     card = json.loads((folder / "card.json").read_text())
     assert card["architecture"] == arch and card["task"] == "classification"
     assert card["description"] == DESCRIPTIONS[arch] and card["input"]["size"] == 64
-    assert "mask_threshold" not in card  # no mask, no threshold
+    assert card["postprocessing"] is None  # no mask, no threshold
     assert "val_acc" in card["validation"] and "val_dice_mean" not in card["validation"]
     assert set(card["files"]) == {"model.safetensors", "model.onnx"}
     for name, entry in card["files"].items():

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
+from braintumor.bundle import DEFAULT_MODEL_DIR, OOD, read_card, verified_file
 from braintumor.evaluation import metrics as M
 from braintumor.evaluation.calibration import fit_features, fit_temperature, halves
 from braintumor.inference import Analyzer
-from braintumor.inference.bundle import DEFAULT_MODEL_DIR, OOD, read_card, verified_file
 from braintumor.inference.calibration import apply_temperature
 from conftest import png_bytes
 
@@ -74,9 +74,9 @@ def test_halves_split_by_patient(tiny_data):
 
 def test_shipped_model_carries_its_calibration():
     card = read_card(DEFAULT_MODEL_DIR)
-    block = card["calibration"]
-    assert block["temperature"] > 0 and block["ood_threshold"] > 0
-    assert block["heldout"]["ece_after"] <= block["heldout"]["ece_before"]
+    block = card.calibration
+    assert block is not None and block.temperature > 0 and block.ood_threshold is not None and block.ood_threshold > 0
+    assert block.heldout["ece_after"] <= block.heldout["ece_before"]
     assert verified_file(DEFAULT_MODEL_DIR, OOD, card).is_file()
 
 

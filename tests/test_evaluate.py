@@ -101,12 +101,13 @@ def test_evaluate_on_its_own_training_set_says_nothing_is_unseen(tiny_data):
     """A model trained on every patient (the final model) has no unseen rows in its training dataset."""
     import pytest
 
+    from braintumor.bundle import SplitRecipe, Training
     from braintumor.data import read_manifest
     from braintumor.data.patient_keys import key_block
     from braintumor.errors import ScanError
     from braintumor.evaluation.evaluate import select_rows
 
     records = read_manifest(tiny_data)
-    card = {"training": {"patient_keys": key_block(records)}}
-    with pytest.raises(ScanError, match="nothing unseen to score"):
-        select_rows(records, card, "unseen")
+    training = Training("d", "all", SplitRecipe(all_patients=True), patient_keys=key_block(records))
+    with pytest.raises(ScanError, match=r"nothing unseen to score.*cross-validation in its card"):
+        select_rows(records, [training], "unseen")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from braintumor.bundle import read_card, sha256
 from braintumor.cli import main
-from braintumor.inference.bundle import read_card, sha256
 from conftest import csv_rows, make_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,9 +119,11 @@ def test_unpack_then_cv_scores_the_folds_without_training(round_trip, tiny_data,
     for run in ("fold0", "fold1", "final"):
         assert sha256(cv / run / "model.safetensors") == sha256(back / f"{run}.safetensors")  # the GPU's weights
         assert not (cv / run / "checkpoints").exists()  # nothing was trained again here
-        assert "tools/gpu/pack.py" in read_card(cv / run)["training"]["packed_data"]
+        training = read_card(cv / run).training
+        assert training is not None and "tools/gpu/pack.py" in training.notes["packed_data"]
     final = read_card(cv / "final")
-    assert final["training"]["all_patients"] and final["cross_validation"]["pooled"]["tumor_type_accuracy"] is not None
+    assert final.training is not None and final.training.all_patients
+    assert final.cross_validation is not None and final.cross_validation["pooled"]["tumor_type_accuracy"] is not None
     assert (cv / "cv.md").is_file() and (cv / "pooled" / "report.json").is_file()
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from braintumor.bundle import DEFAULT_MODEL_DIR, SplitRecipe, Training, read_card, verified_file
 from braintumor.cli import main
 from braintumor.data import Record, read_manifest, train_val_test_split
 from braintumor.data.patient_keys import (
@@ -24,7 +25,6 @@ from braintumor.data.patient_keys import (
 )
 from braintumor.data.splits import group_of
 from braintumor.errors import ScanError
-from braintumor.inference.bundle import DEFAULT_MODEL_DIR, read_card, verified_file
 from braintumor.training.run import TrainConfig, train
 
 CANDIDATES = 10**8  # every 8-digit hospital record number
@@ -103,32 +103,52 @@ def test_two_models_get_different_salts_and_keys():
 
 def test_every_key_block_is_consulted():
     own, start = [_record(1, "alice"), _record(2)], [_record(3, "bob")]
-    card = {"training": {"patient_keys": key_block(own), "start_patient_keys": [key_block(start)]}}
+    training = _training(key_block(own), (key_block(start),))
     everyone = own + start + [_record(4, "carol")]
-    assert trained_groups(everyone, card) == {"patient:alice", "image:img2", "patient:bob"}
-    assert len(trained_keys(card)) == 2
+    assert trained_groups(everyone, [training]) == {"patient:alice", "image:img2", "patient:bob"}
+    assert len(trained_keys(training)) == 2
+    # an ensemble: the union over its members
+    assert trained_groups(everyone, [_training(key_block(own)), _training(key_block(start))]) == {
+        "patient:alice",
+        "image:img2",
+        "patient:bob",
+    }
+
+
+def _training(keys, start=(), unsalted=False):
+    return Training(
+        data="d",
+        split="s",
+        split_recipe=SplitRecipe(),
+        patient_keys=keys,
+        start_patient_keys=start,
+        unsalted_keys=unsalted,
+    )
 
 
 def test_cards_without_salted_keys_are_refused():
     records = [_record(1, "alice")]
     with pytest.raises(ScanError, match=r"unsalted SHA-256 keys .*re-create the card"):
-        trained_keys({"training": {"train_groups_sha256": ["0123456789abcdef"]}})
+        trained_keys(_training(None, unsalted=True))
     with pytest.raises(ScanError, match="does not list its training patients"):
-        trained_keys({"training": {}})
+        trained_keys(_training(None))
+    with pytest.raises(ScanError, match="does not list its training patients"):
+        trained_keys(None)
     cheap = KeyParams(salt=b"s" * 16, n=16, r=1, p=1)
     with pytest.raises(ScanError, match="too cheap"):
-        trained_groups(records, {"training": {"patient_keys": key_block(records, cheap)}})
+        trained_groups(records, [_training(key_block(records, cheap))])
     with pytest.raises(ScanError, match="unsupported"):
-        trained_keys({"training": {"patient_keys": {"kdf": "sha256", "keys": []}}})
+        trained_keys(_training({"kdf": "sha256", "keys": []}))
 
 
 def _old_style(model_dir, dest):
-    """A copy of a model folder whose card still lists unsalted SHA-256 keys."""
+    """A copy of a model folder whose card is of the first format and still lists unsalted SHA-256 keys."""
     shutil.copytree(model_dir, dest)
     card = json.loads((dest / "card.json").read_text())
     card["training"].pop("patient_keys")
     card["training"].pop("start_patient_keys")
     card["training"]["train_groups_sha256"] = ["0123456789abcdef"]
+    del card["schema_version"]  # such keys exist only in the first card format
     (dest / "card.json").write_text(json.dumps(card, indent=2))
     return dest
 
@@ -159,20 +179,20 @@ def test_a_card_never_holds_raw_ids(tiny_data, tiny_model):
 
 def test_shipped_card_is_migrated_and_still_verifies(dev):
     card = read_card(DEFAULT_MODEL_DIR)
-    assert "train_groups_sha256" not in card["training"]
-    for name in card["files"]:
+    assert card.training is not None and not card.training.unsalted_keys
+    for name in card.files:
         verified_file(DEFAULT_MODEL_DIR, name, card)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         records = read_manifest(dev)
-        recipe = card["training"]["split_recipe"]
-        if recipe.get("all_patients"):  # the final model of a cross-validated recipe: every patient of dev
+        recipe = card.training.split_recipe
+        if recipe.all_patients:  # the final model of a cross-validated recipe: every patient of dev
             split = dict.fromkeys((r.id for r in records), "train")
         else:
-            split = train_val_test_split(records, val_fold=recipe["val_fold"], k=recipe["folds"], seed=recipe["seed"])
-    trained = trained_groups(records, card)
+            split = train_val_test_split(records, val_fold=recipe.val_fold, k=recipe.folds, seed=recipe.seed)
+    trained = trained_groups(records, [card.training])
     assert trained == {group_of(r) for r in records if split[r.id] == "train"}
     # folds 1-4: 137 patients + 244 no-tumor images; every patient: 171 + 305
-    assert len(trained) == len(card["training"]["patient_keys"]["keys"]) == (476 if recipe.get("all_patients") else 381)
+    assert len(trained) == len(card.training.patient_keys["keys"]) == (476 if recipe.all_patients else 381)
     text = (DEFAULT_MODEL_DIR / "card.json").read_text()
     assert not any(f'"{r.id}"' in text or (r.patient_id and f'"{r.patient_id}"' in text) for r in records)

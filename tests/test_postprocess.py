@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from braintumor.bundle import Postprocessing
 from braintumor.inference import Analyzer
-from braintumor.inference.postprocess import Postprocessing, fill_holes, keep_components
+from braintumor.inference.postprocess import fill_holes, keep_components, postprocess
 
 
 def _blobs() -> np.ndarray:
@@ -47,7 +48,7 @@ def test_holes_are_filled_but_open_shapes_are_not():
 
 def test_threshold_is_inclusive_and_output_is_uint8():
     prob = np.array([[0.49, 0.5], [0.51, 0.0]], np.float32)
-    mask = Postprocessing(threshold=0.5).apply(prob)
+    mask = postprocess(prob, Postprocessing(threshold=0.5))
     assert mask.dtype == np.uint8 and mask.tolist() == [[0, 1], [1, 0]]
 
 
@@ -57,25 +58,14 @@ def test_apply_runs_all_steps_in_order():
     prob[5, 5] = 0.1  # a hole below the threshold
     prob[14:16, 14:16] = 0.9  # a speck
     post = Postprocessing(threshold=0.5, min_component_fraction=0.5, fill_holes=True)
-    assert post.apply(prob).sum() == 64
-    assert Postprocessing(threshold=0.5).apply(prob).sum() == 63 + 4
+    assert postprocess(prob, post).sum() == 64
+    assert postprocess(prob, Postprocessing(threshold=0.5)).sum() == 63 + 4
 
 
 @pytest.mark.parametrize("post", [Postprocessing(), Postprocessing(0.3, 1.0, True)])
 def test_empty_map_gives_empty_mask(post):
-    mask = post.apply(np.zeros((7, 5), np.float32))
+    mask = postprocess(np.zeros((7, 5), np.float32), post)
     assert mask.shape == (7, 5) and mask.dtype == np.uint8 and not mask.any()
-
-
-def test_from_card_reads_old_and_new_cards():
-    assert Postprocessing.from_card({}) == Postprocessing()
-    assert Postprocessing.from_card({"mask_threshold": 0.4}) == Postprocessing(threshold=0.4)
-    post = Postprocessing(0.35, 0.2, True)
-    assert Postprocessing.from_card({"mask_threshold": 0.5, "postprocessing": post.as_card()}) == post
-    assert post.as_card() == {"threshold": 0.35, "min_component_fraction": 0.2, "fill_holes": True}
-    assert Postprocessing.from_card({"mask_threshold": 0.4, "postprocessing": {"fill_holes": True}}) == (
-        Postprocessing(threshold=0.4, fill_holes=True)
-    )
 
 
 @pytest.mark.parametrize(
@@ -93,14 +83,9 @@ def test_invalid_settings_are_refused(kwargs):
         Postprocessing(**kwargs)
 
 
-def test_unknown_card_settings_are_refused():
-    with pytest.raises(ValueError, match="unknown postprocessing"):
-        Postprocessing.from_card({"postprocessing": {"treshold": 0.4}})
-
-
 def test_analyzer_follows_a_switched_postprocessing():
     analyzer = Analyzer.default()  # its own instance: the switch must not leak into other tests
-    assert analyzer.postprocessing == Postprocessing.from_card(analyzer.card)
+    assert analyzer.postprocessing == analyzer.card.postprocessing
     yy, xx = np.mgrid[:256, :256]
     image = ((np.hypot(yy - 128, xx - 128) < 100) * 80 + (np.hypot(yy - 100, xx - 150) < 25) * 120).astype(np.uint8)
     buffer = io.BytesIO()

@@ -43,7 +43,7 @@ def test_one_epoch_writes_a_checksummed_mask_graph(seed_unet):
     from braintumor.inference.export import load_torch_model
 
     card = json.loads((seed_unet / "card.json").read_text())
-    assert card["task"] == "segmentation" and card["mask_threshold"] == 0.5
+    assert card["task"] == "segmentation" and card["postprocessing"]["threshold"] == 0.5
     assert set(card["files"]) == {"model.safetensors", "model.onnx"}
     for name, entry in card["files"].items():
         assert entry["sha256"] == hashlib.sha256((seed_unet / name).read_bytes()).hexdigest()
@@ -102,7 +102,8 @@ def test_evaluate_scores_a_segmentation_only_folder(seed_unet, tiny_data, tmp_pa
 def test_the_segmenter_reads_its_post_processing_from_the_card(seed_unet, tmp_path):
     import shutil
 
-    from braintumor.inference.postprocess import Postprocessing
+    from braintumor.bundle import Postprocessing
+    from braintumor.inference.postprocess import postprocess
 
     folder = tmp_path / "seg"
     shutil.copytree(seed_unet, folder)
@@ -113,4 +114,4 @@ def test_the_segmenter_reads_its_post_processing_from_the_card(seed_unet, tmp_pa
     assert segmenter.postprocessing == Postprocessing(0.4, 1.0, True)
     two = np.zeros((40, 50), dtype=np.float32)
     two[5:15, 5:15], two[30:33, 40:43] = 0.9, 0.9  # a region and a speck: only the largest is kept
-    assert segmenter.postprocessing.apply(two).sum() == 100
+    assert postprocess(two, segmenter.postprocessing).sum() == 100

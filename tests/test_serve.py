@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,10 +23,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from braintumor.app.views import MAX_UPLOAD_MB
+from braintumor.bundle import DEFAULT_MODEL_DIR, ModelCard, read_card, sha256, to_json
 from braintumor.errors import ScanError
 from braintumor.imageio import load_scan
 from braintumor.inference import Analyzer, Result
-from braintumor.inference.bundle import DEFAULT_MODEL_DIR, sha256
 from braintumor.serve import create_app
 from braintumor.serve.api import MAX_UPLOAD_BYTES, RETRY_AFTER_S
 from conftest import DEV512, accepts_connections, png_bytes, write_dicom
@@ -148,7 +149,7 @@ def test_a_stream_without_content_length_is_cut_off_while_reading(analyzer):
 class Blocking:
     """An analyzer that holds its slot until released, to fill the server."""
 
-    card: ClassVar[dict] = {"name": "blocking", "files": {}}
+    card: ClassVar[ModelCard] = replace(read_card(DEFAULT_MODEL_DIR), name="blocking", files={})
 
     def __init__(self):
         self.started, self.release = threading.Event(), threading.Event()
@@ -176,10 +177,10 @@ def test_busy_server_answers_503_with_retry_after():
 
 def test_health_model_and_docs(client, analyzer):
     health = client.get("/health").json()
-    assert health["status"] == "ok" and health["model"] == analyzer.card["name"]
+    assert health["status"] == "ok" and health["model"] == analyzer.card.name
     assert health["sha256"]["model.onnx"] == sha256(DEFAULT_MODEL_DIR / "model.onnx")
-    assert health["sha256"] == {name: f["sha256"] for name, f in analyzer.card["files"].items()}
-    assert client.get("/model").json() == json.loads((DEFAULT_MODEL_DIR / "card.json").read_text())
+    assert health["sha256"] == {name: f.sha256 for name, f in analyzer.card.files.items()}
+    assert client.get("/model").json() == to_json(read_card(DEFAULT_MODEL_DIR))  # the card as read: migrated
     assert client.get("/docs").status_code == 200
     assert "/analyze" in client.get("/openapi.json").json()["paths"]
 

@@ -25,7 +25,12 @@ def test_run_folder_is_complete(tiny_model):
         "notumor",
     ]
     assert card["input"]["size"] == 32 and "intended_use" in card and "torch" in card["software"]
-    assert card["training"]["split_recipe"] == {"folds": 4, "seed": 0, "val_fold": 0}
+    assert card["training"]["split_recipe"] == {"folds": 4, "seed": 0, "val_fold": 0, "all_patients": False}
+    assert card["schema_version"] == 2 and card["postprocessing"] == {
+        "threshold": 0.5,
+        "min_component_fraction": 0.0,
+        "fill_holes": False,
+    }
     assert {"val_acc", "val_dice_mean", "val_tumor_type_acc"} <= set(card["validation"])
     assert set(card["files"]) == {"model.safetensors", "model.onnx"}
     weights = load_file(str(tiny_model / "model.safetensors"))
@@ -106,7 +111,7 @@ def test_init_fine_tunes_at_another_size_and_guards_validation(tiny_model, tiny_
 
 
 def test_init_default_is_the_shipped_model(tiny_data, tmp_path):
-    from braintumor.inference.bundle import DEFAULT_MODEL_DIR
+    from braintumor.bundle import DEFAULT_MODEL_DIR
 
     out = train(
         TrainConfig(

@@ -1,7 +1,7 @@
 """braintumor: tumor type, outline and area (cm²) of brain MRI slices.
 
-Pipeline stages are the sub-packages: imageio → data → preprocessing → models → inference →
-training → evaluation → app / serve → commands.  Research and education only; not a medical device.
+Pipeline stages are the sub-packages: imageio → data → preprocessing → bundle → models → inference →
+training → evaluation → experiments → app / serve → commands.  Research and education only; not a medical device.
 """
 
 from __future__ import annotations

@@ -19,26 +19,29 @@ import shutil
 import sys
 import tarfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from safetensors.torch import load_file
 
+from braintumor.bundle import WEIGHTS, ModelCard, is_model_folder, read_card, verified_file, write_card
 from braintumor.data import read_manifest, train_val_test_split
-from braintumor.inference.bundle import WEIGHTS, read_card, record_files, verified_file
 from braintumor.inference.export import export_onnx
 from braintumor.models import build_model
 
 
-def expected_split(data: Path, card: dict) -> dict[str, str]:
+def expected_split(data: Path, card: ModelCard) -> dict[str, str]:
     """The split this machine computes for ``data`` with the run's recipe."""
     records = read_manifest(data)
-    recipe = card["training"]["split_recipe"]
-    if recipe.get("all_patients"):
+    assert card.training is not None, "a trained run's card says how it trained"
+    recipe = card.training.split_recipe
+    if recipe.all_patients:
         return dict.fromkeys((r.id for r in records), "train")
-    return train_val_test_split(records, val_fold=recipe["val_fold"], k=recipe["folds"], seed=recipe["seed"])
+    assert recipe.val_fold is not None and recipe.folds is not None and recipe.seed is not None, recipe
+    return train_val_test_split(records, val_fold=recipe.val_fold, k=recipe.folds, seed=recipe.seed)
 
 
-def check_split(run: Path, data: Path, card: dict) -> None:
+def check_split(run: Path, data: Path, card: ModelCard) -> None:
     """The run's split.csv lists the same rows as ``expected_split``, each on the same side."""
     with open(run / "split.csv", newline="") as f:
         there = {row["id"]: row["split"] for row in csv.DictReader(f)}
@@ -66,28 +69,35 @@ def unpack(files: Path, data: Path, out: Path) -> tuple[list[str], list[str]]:
     names, problems = [], []
     for name in gpu["runs"]:
         run, weights = out / name, files / f"{name}.safetensors"
-        if not weights.is_file() or not (run / "card.json").is_file():
+        if not weights.is_file() or not is_model_folder(run):
             problems.append(f"{name}: no model came back (exit {gpu['runs'][name]['rc']}; see {out}/logs/{name}.log)")
             continue
         shutil.copy2(weights, run / WEIGHTS)
         card = read_card(run)
         verified_file(run, WEIGHTS, card)  # the bytes the GPU machine wrote, unchanged by the transfer
-        if epochs_done(run) < card["training"]["max_epochs"]:
-            problems.append(f"{name}: stopped after {epochs_done(run)} of {card['training']['max_epochs']} epochs")
+        assert card.training is not None and card.training.max_epochs is not None, "a trained run's card"
+        if epochs_done(run) < card.training.max_epochs:
+            problems.append(f"{name}: stopped after {epochs_done(run)} of {card.training.max_epochs} epochs")
         check_split(run, data, card)
-        net = build_model(card["architecture"], num_classes=len(card["classes"]), size=int(card["input"]["size"]))
+        net = build_model(card.architecture, num_classes=len(card.classes), size=card.input.size)
         net.load_state_dict(load_file(str(run / WEIGHTS)))
         with warnings.catch_warnings():  # the exporter's shape-inference notes, one set per model
             warnings.simplefilter("ignore", UserWarning)
-            export_onnx(net, int(card["input"]["size"]), run)
-        card["training"]["packed_data"] = (
-            f"trained on {card['training']['data']}, a copy of {data} padded and resized to {gpu['pack']['size']} px "
+            export_onnx(net, card.input.size, run)
+        packed = (
+            f"trained on {card.training.data}, a copy of {data} padded and resized to {gpu['pack']['size']} px "
             f"as 8-bit PNG by tools/gpu/pack.py (same rows and patients), on "
             f"{gpu['gpu'] if gpu['gpu'] != 'none' else 'a machine with no GPU (a dry run)'}; ONNX exported here"
         )
-        record_files(run, card)
+        training = replace(card.training, notes={**card.training.notes, "packed_data": packed})
+        write_card(run, replace(card, training=training))
         names.append(name)
     return names, problems
+
+
+def _precision(run: Path) -> str:
+    training = read_card(run).training
+    return training.precision if training else "32"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         f"braintumor cv --data {args.data} --out {args.out} --folds {recipe['folds']} --epochs {recipe['epochs']} "
         f"--batch-size {recipe['batch_size']} --lr {recipe['lr']:g} --seed {recipe['seed']}"
         + (f" --size {recipe['size']}" if recipe["size"] else "")
-        + f" --precision {read_card(args.out / names[0])['training']['precision']}"
+        + f" --precision {_precision(args.out / names[0])}"
         + " --final"
     )
     return 0

@@ -53,7 +53,7 @@ def analyzer() -> Analyzer:
 
 @st.cache_resource(show_spinner="Loading Grad-CAM…")
 def explainer() -> Explainer:
-    from braintumor.inference.bundle import DEFAULT_MODEL_DIR
+    from braintumor.bundle import DEFAULT_MODEL_DIR
     from braintumor.inference.explain import Explainer
 
     return Explainer(DEFAULT_MODEL_DIR)

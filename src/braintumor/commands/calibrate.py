@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from braintumor.inference.bundle import DEFAULT_MODEL_DIR, read_card, record_files
+from braintumor.bundle import DEFAULT_MODEL_DIR, read_card, write_card
 
 if TYPE_CHECKING:
     from braintumor.inference import Analyzer
@@ -24,8 +25,8 @@ def _with_features(model_dir: Path) -> Analyzer:
     from braintumor.inference.export import export_onnx, load_torch_model
 
     net, card = load_torch_model(model_dir)
-    export_onnx(net, int(card["input"]["size"]), model_dir)
-    record_files(model_dir, card)
+    export_onnx(net, card.input.size, model_dir)
+    write_card(model_dir, card)
     print(f"re-exported {model_dir / 'model.onnx'} with a 'features' output")
     return Analyzer(model_dir)
 
@@ -34,9 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from braintumor.evaluation.calibration import calibrate, store
 
     model_dir = Path(args.model or DEFAULT_MODEL_DIR)
-    card = read_card(model_dir)
-    card.pop("calibration", None)  # fitted on the raw network, never on an earlier calibration
-    record_files(model_dir, card)
+    # fitted on the raw network, never on an earlier calibration
+    write_card(model_dir, replace(read_card(model_dir), calibration=None))
     analyzer = _with_features(model_dir)
     block, features = calibrate(args.data, analyzer)
     store(model_dir, block, features)

@@ -13,7 +13,7 @@ def run(args: argparse.Namespace) -> int:
     analyzer = load_model(args.model)  # the Analyzer, the Classifier or the Segmenter: the card's task
     outcomes, described = evaluate(args.data, analyzer, split=args.split)
     report = summarise(outcomes, n_boot=args.bootstrap)
-    write_report(report, outcomes, args.out, described, analyzer.card)
+    write_report(report, outcomes, args.out, described, *analyzer.described)
     write_gallery(outcomes, analyzer, args.out / "gallery")  # after report.json: a drawing failure loses no figure
     print(
         f"{described}\n{report['n_images']} images: {classification_summary(report)}, "

@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    table = markdown(rows, described, analyzer.card.get("name", str(args.model)))
+    table = markdown(rows, described, analyzer.card.name)
     (args.out / "shifts.md").write_text(table)
     print(table)
     return 0

@@ -20,13 +20,17 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from braintumor.data.manifest import Record
 from braintumor.data.splits import group_of
 from braintumor.errors import ScanError
+
+if TYPE_CHECKING:  # the card sits further down the pipeline; only its type is needed here
+    from braintumor.bundle import Training
 
 KDF = "scrypt"
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**13, 8, 1, 16
@@ -136,26 +140,27 @@ def _parse_block(block: Any) -> KeyBlock:
     return KeyBlock(params, keys)
 
 
-def trained_keys(card: dict) -> list[KeyBlock]:
-    """Every key block of a model card: its own training patients and those of the weights it started from.
+def trained_keys(training: Training | None) -> list[KeyBlock]:
+    """Every key block of a model's training block: its own training patients and those of the weights it started
+    from.
 
-    Raises :class:`ScanError` (a ``ValueError``) for a card without keys, or with the old unsalted SHA-256 keys."""
-    training = card.get("training", {}) or {}
-    own = training.get("patient_keys")
-    if own is None:
-        if "train_groups_sha256" in training:
-            raise ScanError("model card", OLD_STYLE)
+    Raises :class:`ScanError` (a ``ValueError``) for a model without keys, or with the old unsalted SHA-256 keys."""
+    if training is not None and training.unsalted_keys:
+        raise ScanError("model card", OLD_STYLE)
+    if training is None or training.patient_keys is None:
         raise ScanError(
             "model card",
             "it does not list its training patients, so it cannot be guaranteed that no "
             "training patient is scored or validated on",
         )
-    return [_parse_block(b) for b in [own, *training.get("start_patient_keys", [])]]
+    return [_parse_block(b) for b in [training.patient_keys, *training.start_patient_keys]]
 
 
-def trained_groups(records: list[Record], card: dict) -> set[str]:
-    """The groups of ``records`` that the card's model was trained on, consulting every key block."""
+def trained_groups(records: list[Record], trainings: Iterable[Training | None]) -> set[str]:
+    """The groups of ``records`` that any of the models (an ensemble's members, or one model) was trained on,
+    consulting every key block."""
     seen: set[str] = set()
-    for block in trained_keys(card):
-        seen |= {g for g, k in group_keys(records, block.params).items() if k in block.keys}
+    for training in trainings:
+        for block in trained_keys(training):
+            seen |= {g for g, k in group_keys(records, block.params).items() if k in block.keys}
     return seen

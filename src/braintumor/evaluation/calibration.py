@@ -8,6 +8,7 @@ the false-alarm rate that a user can expect.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +92,7 @@ def halves(records: list[Record], seed: int = 0) -> np.ndarray:
 def calibrate(data: str | Path, analyzer: Analyzer, progress: bool = True) -> tuple[dict[str, Any], FeatureModel]:
     """The card's ``calibration`` block and the feature model for ``analyzer``'s model on dataset ``data``."""
     records = read_manifest(data)
-    unseen, described = select_rows(records, analyzer.card, "unseen")
+    unseen, described = select_rows(records, analyzer.trainings, "unseen")
     ids = {r.id for r in unseen}
     trained = [r for r in records if r.id not in ids]
     if not trained:
@@ -140,7 +141,7 @@ def calibrate_from_folds(
     records = read_manifest(data)
     probs, labels, fold_of, ratios, held_scores, train_quantiles = [], [], [], [], [], []
     for k, analyzer in enumerate(folds):
-        unseen, _ = select_rows(records, analyzer.card, "unseen")
+        unseen, _ = select_rows(records, analyzer.trainings, "unseen")
         ids = {r.id for r in unseen}
         _, train_features, train_labels, _ = network_outputs(
             analyzer, [r for r in records if r.id not in ids], progress=progress
@@ -199,9 +200,7 @@ def store(model_dir: str | Path, block: dict[str, Any], feature_model: FeatureMo
     """Write the feature model beside the weights and the block into the card, both checksummed."""
     from safetensors.numpy import save_file
 
-    from braintumor.inference.bundle import OOD, read_card, record_files
+    from braintumor.bundle import OOD, Calibration, read_card, write_card
 
     save_file({k: v.astype("float32") for k, v in feature_model.tensors().items()}, str(Path(model_dir) / OOD))
-    card = read_card(model_dir)
-    card["calibration"] = block
-    record_files(model_dir, card)
+    write_card(model_dir, replace(read_card(model_dir), calibration=Calibration(**block)))

@@ -10,12 +10,13 @@ the same fold's model (which never saw its patients) and the final model from th
 from __future__ import annotations
 
 import csv
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from braintumor.bundle import is_model_folder
 from braintumor.data import read_manifest
 from braintumor.evaluation.evaluate import SliceOutcome, evaluate, summarise
 from braintumor.evaluation.report import write_report
@@ -41,7 +42,7 @@ def fold_dir(out: Path, fold: int) -> Path:
 
 
 def is_cv_folder(path: Path | None) -> bool:
-    return path is not None and (Path(path) / "fold0" / "card.json").is_file()
+    return path is not None and is_model_folder(Path(path) / "fold0")
 
 
 def fold_start(base: TrainConfig, fold: int | None) -> Path | None:
@@ -51,7 +52,7 @@ def fold_start(base: TrainConfig, fold: int | None) -> Path | None:
         return base.init
     assert base.init is not None, "is_cv_folder is False for None"
     start = fold_dir(base.init, fold) if fold is not None else Path(base.init) / "final"
-    if not (start / "card.json").is_file():
+    if not is_model_folder(start):
         raise ValueError(
             f"--init {base.init}: it has no {start.name}/ model to continue; train it with that CV's recipe "
             f"({'braintumor cv ... --final' if fold is None else 'braintumor cv'} --out {base.init}), "
@@ -88,7 +89,7 @@ def cross_validate(base: TrainConfig, n_boot: int = 1000, final: bool = False) -
     for fold in range(base.folds):
         # the last epoch: the fold being scored must not also choose the epoch
         cfg = replace(base, out=fold_dir(out, fold), val_fold=fold, keep="last", init=fold_start(base, fold))
-        if not (cfg.out / "card.json").is_file():
+        if not is_model_folder(cfg.out):
             train(replace(cfg, resume=(cfg.out / "checkpoints" / "last.ckpt").is_file()))
         check_fold(cfg)
     models = [load_model(fold_dir(out, k)) for k in range(base.folds)]
@@ -104,7 +105,7 @@ def score_folds(base: TrainConfig, models: list, out: Path, n_boot: int) -> tupl
     for fold, model in enumerate(models):
         outcomes, described = evaluate(base.data, model, split="unseen", progress=base.progress)
         report = summarise(outcomes, n_boot=n_boot)
-        write_report(report, outcomes, out / f"fold{fold}" / "eval", described, model.card)
+        write_report(report, outcomes, out / f"fold{fold}" / "eval", described, *model.described)
         rows.append(
             {
                 "fold": fold,
@@ -122,7 +123,8 @@ def score_folds(base: TrainConfig, models: list, out: Path, n_boot: int) -> tupl
         out / "pooled",
         f"out-of-fold predictions of {base.folds} patient-level folds "
         f"(every row scored once, by the model that did not train on it)",
-        {"name": f"cv-{base.arch}", "training": {"split": f"{base.folds}-fold CV, seed {base.seed}"}},
+        f"cv-{base.arch}",
+        f"{base.folds}-fold CV, seed {base.seed}",
     )
     _write_table(rows, report, out, base, getattr(models[0], "postprocessing", None))
     return rows, report
@@ -131,10 +133,10 @@ def score_folds(base: TrainConfig, models: list, out: Path, n_boot: int) -> tupl
 def finish(base: TrainConfig, models: list, out: Path, n_boot: int) -> dict:
     """Post-processing chosen by CV (scored again with it: ``out``/chosen), the final all-patients model
     (``out``/final) with that post-processing, a cross-fitted calibration and the CV figures in its card."""
+    from braintumor.bundle import read_card, write_card
     from braintumor.evaluation.calibration import calibrate_from_folds, store
     from braintumor.evaluation.postprocessing import search, table
     from braintumor.inference import Analyzer
-    from braintumor.inference.bundle import read_card, record_files
 
     chosen, candidates = search(base.data, models, n_boot=min(n_boot, 200))
     (out / "postprocessing.md").write_text(
@@ -144,16 +146,13 @@ def finish(base: TrainConfig, models: list, out: Path, n_boot: int) -> dict:
         model.postprocessing = chosen
     rows, report = score_folds(base, models, out / "chosen", n_boot)
     final = out / "final"
-    if not (final / "card.json").is_file():
+    if not is_model_folder(final):
         resume = (final / "checkpoints" / "last.ckpt").is_file()
         train(replace(base, out=final, all_patients=True, keep="last", resume=resume, init=fold_start(base, None)))
     block, features = calibrate_from_folds(base.data, models, Analyzer(final), progress=base.progress)
     store(final, block, features)
-    card = read_card(final)
-    card["postprocessing"] = chosen.as_card()
-    card["mask_threshold"] = chosen.threshold
-    card["cross_validation"] = cv_block(base, rows, report)
-    record_files(final, card)
+    card = replace(read_card(final), postprocessing=chosen, cross_validation=cv_block(base, rows, report))
+    write_card(final, card)
     return report
 
 
@@ -208,7 +207,7 @@ def _write_table(rows: list[dict], pooled: dict, out: Path, base: TrainConfig, p
         f"lr {base.lr:g}, seed {base.seed}, precision {base.training_precision}, the last epoch of each fold"
         + (f", {_start_note(base)}" if base.init else "")
         + (f", {base.limit_per_class} images per class (smoke test)" if base.limit_per_class else "")
-        + (f"; post-processing {postprocessing.as_card()}" if postprocessing is not None else "")
+        + (f"; post-processing {asdict(postprocessing)}" if postprocessing is not None else "")
         + ".",
         "",
         "| fold | patients | images | " + " | ".join(METRICS) + " |",

@@ -7,6 +7,7 @@ the unseen rows are exactly the model's patient-level validation fold.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from braintumor.errors import ScanError
 from braintumor.evaluation import metrics as M
 
 if TYPE_CHECKING:  # evaluation is upstream of inference: the Analyzer (Classifier, Segmenter) is only passed in
+    from braintumor.bundle import Training
     from braintumor.inference import Analyzer, Classifier, Segmenter
 
 
@@ -69,9 +71,10 @@ class SliceOutcome:
         return abs(self.area_pred_cm2 - self.area_true_cm2) / self.area_true_cm2
 
 
-def select_rows(records: list[Record], card: dict, split: str) -> tuple[list[Record], str]:
-    """The rows to score and a sentence saying which they are: never a training patient's."""
-    trained = trained_groups(records, card)  # refuses cards without salted keys (none, or the old unsalted ones)
+def select_rows(records: list[Record], trainings: Sequence[Training | None], split: str) -> tuple[list[Record], str]:
+    """The rows to score and a sentence saying which they are: never a training patient's (of any member of an
+    ensemble)."""
+    trained = trained_groups(records, trainings)  # refuses cards without salted keys (none, or old unsalted ones)
     unseen = [r for r in records if group_of(r) not in trained]
     n_seen = len(records) - len(unseen)
     if split == "all" and n_seen:
@@ -82,7 +85,7 @@ def select_rows(records: list[Record], card: dict, split: str) -> tuple[list[Rec
     if not unseen:
         estimate = (
             " (it was trained on all patients: its accuracy estimate is the cross-validation in its card)"
-            if card.get("training", {}).get("all_patients")
+            if any(t is not None and t.all_patients for t in trainings)
             else ""
         )
         raise ScanError(
@@ -118,7 +121,7 @@ def evaluate(
 ) -> tuple[list[SliceOutcome], str]:
     """One outcome per row of the split; a classification-only model (no mask) gets no segmentation figures, a
     segmentation-only model (no class) no classification figures."""
-    records, described = select_rows(read_manifest(data), analyzer.card, split)
+    records, described = select_rows(read_manifest(data), analyzer.trainings, split)
     outcomes = []
     for r in tqdm(records, desc="evaluating", disable=not progress, leave=False):
         true = CLASSES.index(r.label)

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from braintumor.bundle import Postprocessing
 from braintumor.evaluation.evaluate import SliceOutcome, evaluate, summarise
-from braintumor.inference.postprocess import Postprocessing
 
 if TYPE_CHECKING:
     from braintumor.inference import Analyzer
@@ -56,7 +56,7 @@ def search(data: str | Path, folds: list[Analyzer], n_boot: int = 200) -> tuple[
 
     def score(candidate: Postprocessing, step: str) -> float:
         report = pooled(candidate)
-        rows.append({"step": step, **candidate.as_card(), **_figures(report)})
+        rows.append({"step": step, **asdict(candidate), **_figures(report)})
         return float(report["dice_mean"])
 
     best = Postprocessing()
@@ -76,7 +76,7 @@ def search(data: str | Path, folds: list[Analyzer], n_boot: int = 200) -> tuple[
             if dice >= best_dice + MIN_GAIN:
                 best, best_dice = candidate, dice
     for row in rows:  # every candidate was tried once
-        row["chosen"] = all(row[k] == v for k, v in best.as_card().items())
+        row["chosen"] = all(row[k] == v for k, v in asdict(best).items())
     return best, rows
 
 

@@ -24,15 +24,21 @@ MATRICES = (
 
 
 def write_report(
-    report: dict[str, Any], outcomes: list[SliceOutcome], out: Path, described: str, model_card: dict[str, Any]
+    report: dict[str, Any],
+    outcomes: list[SliceOutcome],
+    out: Path,
+    described: str,
+    model: str,
+    model_training: str | None,
 ) -> None:
-    """Figures first (report.json, report.md, CSVs), plots last: a plotting failure never loses the figures."""
+    """Figures first (report.json, report.md, CSVs), plots last: a plotting failure never loses the figures.
+    ``model``: its name; ``model_training``: the sentence saying which patients it trained on."""
     out.mkdir(parents=True, exist_ok=True)
     report = {
         **report,
         "split": described,
-        "model": model_card.get("name"),
-        "model_training": model_card.get("training", {}).get("split"),
+        "model": model,
+        "model_training": model_training,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(markdown(report))

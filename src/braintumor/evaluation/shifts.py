@@ -45,7 +45,7 @@ def shift_table(
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], str]:
     """One row per shift (``none`` first) over the unseen tumor slices of ``data``."""
-    records, described = select_rows(read_manifest(data), analyzer.card, "unseen")
+    records, described = select_rows(read_manifest(data), analyzer.trainings, "unseen")
     records = [r for r in records if r.label in TUMOR_CLASSES]
     if limit and len(records) > limit:
         records = [records[i] for i in sorted(np.random.default_rng(seed).permutation(len(records))[:limit])]

@@ -7,7 +7,7 @@ without torch's 2 s import); one session per process, safe to share between thre
 from __future__ import annotations
 
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,17 +17,28 @@ from typing import TypeVar
 import numpy as np
 
 from braintumor import CLASSES
+from braintumor.bundle import DEFAULT_MODEL_DIR, Postprocessing, Task
 from braintumor.errors import ScanError
 from braintumor.imageio import Scan, load_scan
 from braintumor.imageio.registry import Source
-from braintumor.inference.bundle import DEFAULT_MODEL_DIR
 from braintumor.inference.checks import consistency_warnings, decide, input_warnings
-from braintumor.inference.postprocess import Postprocessing
+from braintumor.inference.postprocess import postprocess
 from braintumor.inference.runtime import OnnxModel, SpacingArg, measured_area, spacing_for
 from braintumor.preprocessing import Geometry, output_to_image, to_model_input
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The networks' outputs for one batch: the means the result is made of, and every member's (leading axis)."""
+
+    mask_prob: np.ndarray  # (N, 1, size, size)
+    class_prob: np.ndarray  # (N, classes), before the ensemble's temperature
+    features: np.ndarray | None  # pooled encoder features of a single network
+    member_masks: np.ndarray  # (members, N, 1, size, size)
+    member_classes: np.ndarray  # (members, N, classes)
 
 
 @dataclass
@@ -41,6 +52,9 @@ class Result:
     spacing_mm: tuple[float, float] | None = None
     spacing_source: str = "unknown"
     ood_score: float | None = None  # how unlike the training images (None: the model has no feature model)
+    # an ensemble's disagreement on the outline: the members' mean pixel-wise standard deviation of the mask
+    # probability inside it (None: one network, or no outline)
+    uncertainty: float | None = None
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     scan: Scan | None = None
@@ -71,6 +85,7 @@ class Result:
             "spacing_mm": None if self.spacing_mm is None else [round(s, 4) for s in self.spacing_mm],
             "spacing_source": None if self.error else self.spacing_source,
             "ood_score": None if self.ood_score is None else round(self.ood_score, 3),
+            "uncertainty": None if self.uncertainty is None else round(self.uncertainty, 4),
             "warnings": list(self.warnings),
             "error": self.error,
         }
@@ -79,12 +94,16 @@ class Result:
 class Analyzer(OnnxModel):
     """Load once, call ``analyze`` from any thread."""
 
-    task = "segmentation+classification"
+    task = Task.SEGMENT_AND_CLASSIFY
+    averages_members = True
 
-    def __init__(self, model_dir: str | Path, threads: int | None = None, memory_arena: bool = False):
-        super().__init__(model_dir, threads, memory_arena)
+    def __init__(
+        self, model_dir: str | Path, threads: int | None = None, memory_arena: bool = False, members: int | None = None
+    ):
+        super().__init__(model_dir, threads, memory_arena, members)
+        assert self.card.postprocessing is not None, "a card that outlines has postprocessing (ModelCard checks)"
         #: reassignable (a cross-validation search sets it); ``threshold`` follows it
-        self.postprocessing = Postprocessing.from_card(self.card)
+        self.postprocessing: Postprocessing = self.card.postprocessing
 
     @property
     def threshold(self) -> float:
@@ -97,8 +116,10 @@ class Analyzer(OnnxModel):
         return cls(DEFAULT_MODEL_DIR)
 
     @classmethod
-    def load(cls, model_dir: str | Path | None = None, memory_arena: bool = False) -> Analyzer:
-        return cls(model_dir or DEFAULT_MODEL_DIR, memory_arena=memory_arena)
+    def load(
+        cls, model_dir: str | Path | None = None, memory_arena: bool = False, members: int | None = None
+    ) -> Analyzer:
+        return cls(model_dir or DEFAULT_MODEL_DIR, memory_arena=memory_arena, members=members)
 
     def analyze(
         self,
@@ -120,18 +141,42 @@ class Analyzer(OnnxModel):
 
     def _run(self, prepared: list[tuple[Scan, np.ndarray, Geometry]], spacing_mm: SpacingArg) -> list[Result]:
         scans, inputs, geometries = zip(*prepared, strict=True)
-        mask_prob, class_prob, features = self.network(np.stack(inputs)[:, None])
-        class_prob, scores = self.calibrated(class_prob, features)
-        return [
-            self._result(s, x, g, m[0], p, spacing_mm, o)
-            for s, x, g, m, p, o in zip(scans, inputs, geometries, mask_prob, class_prob, scores, strict=True)
-        ]
+        out = self.forward(np.stack(inputs)[:, None])
+        class_prob, scores = self.calibrated(out.class_prob, out.features)
+        results = []
+        for i, (s, x, g) in enumerate(zip(scans, inputs, geometries, strict=True)):
+            result = self._result(s, x, g, out.mask_prob[i, 0], class_prob[i], spacing_mm, scores[i])
+            if len(out.member_masks) > 1:
+                self._add_disagreement(result, out.member_masks[:, i, 0], out.member_classes[:, i])
+            results.append(result)
+        return results
+
+    def forward(self, batch: np.ndarray) -> Outputs:
+        """Every member's outputs for a ``(N, 1, size, size)`` batch and their means."""
+        runs = self.run_members(batch)
+        masks = np.stack([r[0] for r in runs])
+        classes = self.member_class_probabilities([r[1] for r in runs])
+        # an ensemble's members have feature spaces of their own: no single out-of-distribution model fits them
+        features = runs[0][2] if len(runs[0]) > 2 and not self.is_ensemble else None
+        return Outputs(masks.mean(axis=0), classes.mean(axis=0), features, masks, classes)
 
     def network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """The graph's raw outputs for a ``(N, 1, size, size)`` batch: mask and class probabilities (before
-        calibration) and the pooled features (None for graphs exported without them)."""
-        outputs = self.session.run(None, {"image": batch})
-        return outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None
+        """The outputs for a ``(N, 1, size, size)`` batch: mask and class probabilities (before calibration; an
+        ensemble's member means) and the pooled features (None for graphs exported without them, and ensembles)."""
+        out = self.forward(batch)
+        return out.mask_prob, out.class_prob, out.features
+
+    def _add_disagreement(self, result: Result, member_masks: np.ndarray, member_classes: np.ndarray) -> None:
+        """An ensemble's uncertainty on the outline, and a warning when its members name different types."""
+        inside = member_masks.mean(axis=0) >= self.threshold
+        if inside.any():
+            result.uncertainty = float(member_masks.std(axis=0)[inside].mean())
+        votes = Counter(self.classes[k] for k in member_classes.argmax(axis=1))
+        if len(votes) > 1:
+            said = ", ".join(f"{label} {n}" for label, n in votes.most_common())
+            result.warnings.append(
+                f"the ensemble's {len(member_classes)} members disagree on the type ({said}): treat it as uncertain"
+            )
 
     def analyze_many(
         self,
@@ -177,7 +222,7 @@ class Analyzer(OnnxModel):
         ood_score: float | None = None,
     ) -> Result:
         post = self.postprocessing  # one read: a concurrent switch never mixes two settings in one result
-        mask = post.apply(output_to_image(mask_prob, geometry))
+        mask = postprocess(output_to_image(mask_prob, geometry), post)
         spacing, source = spacing_for(scan, spacing_mm)
         pixels = int(mask.sum())
         probabilities = {c: float(p) for c, p in zip(self.classes, probs, strict=True)}

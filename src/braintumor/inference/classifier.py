@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from braintumor.bundle import Task, read_card
 from braintumor.imageio import Scan
 from braintumor.inference.analyzer import Analyzer, Result
-from braintumor.inference.bundle import read_card
 from braintumor.inference.checks import input_warnings
 from braintumor.inference.runtime import OnnxModel, SpacingArg, spacing_for
 from braintumor.inference.segmenter import Segmenter
@@ -27,7 +27,7 @@ NO_SEGMENTATION = "segmentation: not produced by this model"
 class Classifier(OnnxModel):
     """Load once, call ``analyze_scans``; results carry ``mask=None`` and no area."""
 
-    task = "classification"
+    task = Task.CLASSIFY
 
     def network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The graph's raw outputs for a ``(N, 1, size, size)`` batch: class probabilities (before calibration) and
@@ -71,9 +71,9 @@ def load_model(model_dir: str | Path | None = None) -> Analyzer | Classifier | S
     Classifier (type only) or the Segmenter (mask only)."""
     if model_dir is None:
         return Analyzer.default()
-    task = read_card(model_dir).get("task")
-    if task == "classification":
+    task = read_card(model_dir).task
+    if task is Task.CLASSIFY:
         return Classifier(model_dir)
-    if task == "segmentation":
+    if task is Task.SEGMENT:
         return Segmenter(model_dir)
     return Analyzer(model_dir)

@@ -32,7 +32,7 @@ class Explainer:
 
     def __init__(self, model_dir: str | Path, target_layer: str = "net.down_4"):
         net, self.card = load_torch_model(model_dir)
-        self.size = int(self.card["input"]["size"])
+        self.size = self.card.input.size
         self.cam = GradCAM(nn_module=_ClassLogits(net).eval(), target_layers=target_layer)
         self._lock = threading.Lock()  # hooks keep per-call state: one explanation at a time
 

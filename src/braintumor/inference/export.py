@@ -10,24 +10,29 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from braintumor.inference.bundle import ONNX, WEIGHTS, read_card, verified_file
+from braintumor.bundle import ONNX, WEIGHTS, ModelCard, read_card, verified_file, write_card
 from braintumor.models import build_model
 
 if TYPE_CHECKING:  # imported where used: it pulls MONAI
     from braintumor.models.multitask_unet import MultiTaskUNet
 
 
-def save_weights(net: nn.Module, model_dir: str | Path) -> Path:
+def save_weights(net: nn.Module, model_dir: str | Path, half: bool = False) -> Path:
+    """``model.safetensors``; ``half``: floating-point tensors in float16 (half the bytes, for ensemble members)."""
     path = Path(model_dir) / WEIGHTS
-    save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(path))
+    tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(tensors, str(path))
     return path
 
 
-def load_torch_model(model_dir: str | Path) -> tuple[nn.Module, dict]:
+def load_torch_model(model_dir: str | Path) -> tuple[nn.Module, ModelCard]:
     """The network of a model folder in eval mode, weights verified by checksum (safetensors only)."""
     card = read_card(model_dir)
-    net = build_model(card["architecture"], num_classes=len(card["classes"]), size=int(card["input"]["size"]))
-    net.load_state_dict(load_file(str(verified_file(model_dir, WEIGHTS, card))))
+    net = build_model(card.architecture, num_classes=len(card.classes), size=card.input.size)
+    weights = load_file(str(verified_file(model_dir, WEIGHTS, card)))
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
     return net.eval(), card
 
 
@@ -103,3 +108,40 @@ def export_onnx(net: nn.Module, size: int, model_dir: str | Path) -> Path:
             dynamo=False,
         )
     return path
+
+
+def halve_onnx_weights(path: str | Path, min_elements: int = 1024) -> None:
+    """Store the graph's large float32 weights as float16, each followed by a Cast back to float32: the file
+    halves, ONNX Runtime folds the casts when it loads the graph, and the arithmetic stays in float32."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph, casts = model.graph, []
+    for init in graph.initializer:
+        if init.data_type == TensorProto.FLOAT and int(np.prod(init.dims)) >= min_elements:
+            name = init.name
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), f"{name}.fp16"))
+            casts.append(helper.make_node("Cast", [f"{name}.fp16"], [name], to=TensorProto.FLOAT))
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def export_member(run_dir: str | Path, dest: str | Path, notes: dict[str, str]) -> ModelCard:
+    """A trained model folder as a compact ensemble member in ``dest``: float16 weights in both files (about half
+    the bytes), the same card with ``notes`` added to its training block."""
+    from dataclasses import replace
+
+    net, card = load_torch_model(run_dir)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    save_weights(net, dest, half=True)
+    export_onnx(net, card.input.size, dest)
+    halve_onnx_weights(dest / ONNX)
+    assert card.training is not None, "a trained model folder says how it trained"
+    training = replace(card.training, notes={**card.training.notes, **notes})
+    return write_card(dest, replace(card, training=training))

@@ -1,6 +1,7 @@
-"""What every runnable model folder shares: its verified ONNX graph in an ONNX Runtime session, its classes and
-input size, and its calibration (temperature, out-of-distribution model and threshold).  The Analyzer (mask and
-type), the Classifier (type only) and the Segmenter (mask only) turn the graph's outputs into results."""
+"""What every runnable model folder shares: its verified ONNX graphs in ONNX Runtime sessions (one, or one per
+ensemble member), its classes and input size, and its calibration (temperature, out-of-distribution model and
+threshold).  The Analyzer (mask and type), the Classifier (type only) and the Segmenter (mask only) turn the graphs'
+outputs into results."""
 
 from __future__ import annotations
 
@@ -9,10 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
-from braintumor.errors import ScanError
+from braintumor.bundle import (
+    ONNX,
+    OOD,
+    ModelCard,
+    ModelFolderError,
+    Task,
+    Training,
+    member_dirs,
+    read_card,
+    verified_file,
+)
 from braintumor.imageio import Scan, as_spacing
 from braintumor.imageio.scan import area_cm2
-from braintumor.inference.bundle import ONNX, OOD, read_card, verified_file
 from braintumor.inference.calibration import FeatureModel, apply_temperature
 
 #: a pixel spacing given by the caller: one number (mm) or (row, col)
@@ -22,18 +32,32 @@ LOW_CONFIDENCE = 0.6
 
 
 class OnnxModel:
-    """Load once; ``session.run`` is safe to share between threads."""
+    """Load once; ``session.run`` is safe to share between threads.
 
-    #: the card's ``task`` this runner accepts
-    task = ""
+    An ensemble folder (its card lists members) loads every member's graph, or the first ``members`` of them; the
+    runners average the members' outputs."""
 
-    def __init__(self, model_dir: str | Path, threads: int | None = None, memory_arena: bool = False):
+    #: the card's task this runner accepts
+    task: Task
+    #: whether this runner averages an ensemble's members (the reference baselines' runners do not)
+    averages_members = False
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        threads: int | None = None,
+        memory_arena: bool = False,
+        members: int | None = None,
+    ):
         import onnxruntime as ort
 
         self.model_dir = Path(model_dir)
         self.card = read_card(self.model_dir)
-        if self.card.get("task") != self.task:
-            raise ScanError(str(model_dir), f"the {type(self).__name__.lower()} needs a {self.task} model folder")
+        if self.card.task is not self.task:
+            raise ModelFolderError(
+                str(model_dir), f"the {type(self).__name__.lower()} needs a {self.task.value} model folder"
+            )
+        folders, self.member_cards = self._members(members)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -41,16 +65,68 @@ class OnnxModel:
         # off by default: a long-lived server would keep a batch's peak allocation for good; a batch run may trade
         # that memory for speed
         options.enable_cpu_mem_arena = memory_arena
-        onnx_path = verified_file(self.model_dir, ONNX, self.card)
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        self.size = int(self.card["input"]["size"])
-        self.classes = list(self.card["classes"])
-        calibration = self.card.get("calibration", {})
-        self.temperature = float(calibration.get("temperature", 1.0))
-        self.ood_threshold: float | None = calibration.get("ood_threshold")
+        self.sessions = [
+            ort.InferenceSession(str(verified_file(f, ONNX, c)), options, providers=["CPUExecutionProvider"])
+            for f, c in zip(folders, self.member_cards, strict=True)
+        ]
+        #: the first (or only) network's session
+        self.session = self.sessions[0]
+        self.size = self.card.input.size
+        self.classes = list(self.card.classes)
+        calibration = self.card.calibration
+        self.temperature = calibration.temperature if calibration else 1.0
+        self.ood_threshold: float | None = calibration.ood_threshold if calibration else None
         self.features = (
             FeatureModel.load(verified_file(self.model_dir, OOD, self.card)) if self.ood_threshold is not None else None
         )
+
+    @property
+    def trainings(self) -> tuple[Training | None, ...]:
+        """How each network behind this runner was trained (one here; an ensemble has one per member): whose
+        patients evaluation must never score."""
+        return tuple(card.training for card in self.member_cards)
+
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(self.card.members)
+
+    def _members(self, limit: int | None) -> tuple[list[Path], list[ModelCard]]:
+        """The member folders to run and their cards: this folder alone, or an ensemble's first ``limit``."""
+        if limit is not None and limit < 1:
+            raise ModelFolderError(str(self.model_dir), f"--members must be at least 1, got {limit}")
+        if not self.card.members:
+            return [self.model_dir], [self.card]
+        if not self.averages_members:
+            raise ModelFolderError(str(self.model_dir), f"the {type(self).__name__.lower()} runs single models only")
+        folders = member_dirs(self.model_dir, self.card)[:limit]
+        cards = [read_card(f) for f in folders]
+        for folder, card in zip(folders, cards, strict=True):
+            if card.task is not self.card.task or card.classes != self.card.classes or card.input != self.card.input:
+                raise ModelFolderError(
+                    str(folder), "ensemble member differs from the ensemble in task, classes or input"
+                )
+        return folders, cards
+
+    def run_members(self, batch: np.ndarray) -> list[list[np.ndarray]]:
+        """Every loaded network's raw outputs for one preprocessed batch."""
+        return [session.run(None, {"image": batch}) for session in self.sessions]
+
+    def member_class_probabilities(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """``(members, N, classes)``: each ensemble member's class probabilities under that member's own temperature
+        (the ensemble's temperature applies to their mean, in ``calibrated``); a single model's as they are."""
+        if not self.is_ensemble:
+            return np.stack(outputs)
+        return np.stack(
+            [
+                apply_temperature(p, c.calibration.temperature) if c.calibration else p
+                for p, c in zip(outputs, self.member_cards, strict=True)
+            ]
+        )
+
+    @property
+    def described(self) -> tuple[str, str | None]:
+        """The model's name and the sentence saying which patients it trained on, for reports."""
+        return self.card.name, self.card.training.split if self.card.training else None
 
     def calibrated(self, class_prob: np.ndarray, features: np.ndarray | None) -> tuple[np.ndarray, list[float | None]]:
         """Temperature-scaled probabilities and the out-of-distribution score of each row (None without a model)."""

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from braintumor.bundle import Postprocessing, Task
 from braintumor.imageio import Scan
 from braintumor.inference.analyzer import Result
 from braintumor.inference.checks import input_warnings
-from braintumor.inference.postprocess import Postprocessing
+from braintumor.inference.postprocess import postprocess
 from braintumor.inference.runtime import OnnxModel, SpacingArg, measured_area, spacing_for
 from braintumor.preprocessing import Geometry, output_to_image, to_model_input
 
@@ -25,12 +26,13 @@ NO_CLASSIFICATION = "tumor type: not produced by this model"
 class Segmenter(OnnxModel):
     """Load once, call ``analyze_scans``; results carry ``label=None`` and no probabilities."""
 
-    task = "segmentation"
+    task = Task.SEGMENT
 
     def __init__(self, model_dir: str | Path, threads: int | None = None, memory_arena: bool = False):
         super().__init__(model_dir, threads, memory_arena)
+        assert self.card.postprocessing is not None, "a card that outlines has postprocessing (ModelCard checks)"
         #: threshold and mask clean-up, as the model card gives them (the Analyzer's rules)
-        self.postprocessing = Postprocessing.from_card(self.card)
+        self.postprocessing: Postprocessing = self.card.postprocessing
 
     def network(self, batch: np.ndarray) -> np.ndarray:
         """The graph's mask probabilities for a ``(N, 1, size, size)`` batch."""
@@ -47,7 +49,7 @@ class Segmenter(OnnxModel):
     def _result(
         self, scan: Scan, model_input: np.ndarray, geometry: Geometry, mask_prob: np.ndarray, spacing_mm: SpacingArg
     ) -> Result:
-        mask = self.postprocessing.apply(output_to_image(mask_prob, geometry))
+        mask = postprocess(output_to_image(mask_prob, geometry), self.postprocessing)
         spacing, source = spacing_for(scan, spacing_mm)
         pixels = int(mask.sum())
         warnings = input_warnings(scan, model_input)

@@ -17,6 +17,7 @@ COLUMNS = [
     "spacing_mm",
     "spacing_source",
     "ood_score",
+    "uncertainty",
     "warnings",
     "error",
 ]

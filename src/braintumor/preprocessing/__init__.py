@@ -4,6 +4,7 @@ Numpy + Pillow only, so training (which caches inputs) and torch-free inference 
 """
 
 from braintumor.preprocessing.geometry import (
+    PREPROCESSING,
     Geometry,
     mask_to_input,
     output_to_image,
@@ -12,4 +13,12 @@ from braintumor.preprocessing.geometry import (
     to_model_input,
 )
 
-__all__ = ["Geometry", "mask_to_input", "output_to_image", "scale_intensity", "square_resize", "to_model_input"]
+__all__ = [
+    "PREPROCESSING",
+    "Geometry",
+    "mask_to_input",
+    "output_to_image",
+    "scale_intensity",
+    "square_resize",
+    "to_model_input",
+]

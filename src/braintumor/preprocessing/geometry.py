@@ -33,6 +33,10 @@ def _square(array: np.ndarray, fill: float) -> tuple[np.ndarray, Geometry]:
     return square, Geometry(h, w, top, left, side)
 
 
+#: the name model cards give ``to_model_input`` (``InputSpec.preprocessing``): a card naming another is refused
+PREPROCESSING = "pad-square-min/bilinear/p0-p99.9"
+
+
 def to_model_input(pixels: np.ndarray, size: int) -> tuple[np.ndarray, Geometry]:
     """float32 ``size × size`` in [0, 1] (aspect kept by zero-padding) and the geometry to undo it."""
     small, geometry = square_resize(pixels, size)

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from braintumor import __version__
+from braintumor.bundle import to_json
 from braintumor.errors import ScanError
 from braintumor.inference import Analyzer
 
@@ -157,12 +158,12 @@ def create_app(
     @app.get("/health")
     async def health() -> dict:
         """Up, with the model it answers with: its name and the SHA-256 of each model file its card lists."""
-        files = {name: entry["sha256"] for name, entry in card.get("files", {}).items()}
-        return {"status": "ok", "model": card.get("name"), "sha256": files}
+        files = {name: entry.sha256 for name, entry in card.files.items()}
+        return {"status": "ok", "model": card.name, "sha256": files}
 
     @app.get("/model")
     async def model() -> dict:
         """The model card: training data and split, validation scores, calibration, files (no patient ids)."""
-        return card
+        return to_json(card)
 
     return app

@@ -21,6 +21,8 @@ from braintumor.models import ARCHITECTURES, DESCRIPTIONS
 if TYPE_CHECKING:  # torch is imported where training starts
     from torch import nn
 
+    from braintumor.bundle import Training
+
 log = logging.getLogger(__name__)
 LOGS = "logs"  # the run folder's CSV log folder
 
@@ -75,6 +77,19 @@ class TrainConfig:
         if self.precision:
             return self.precision
         return "bf16-mixed" if self.on_gpu or cpu_has_amx() else "32"
+
+    @property
+    def command(self) -> str:
+        """The ``braintumor train`` command line that reruns this configuration."""
+        return (
+            f"braintumor train --data {self.data} --out {self.out} --arch {self.arch} --size {self.input_size} "
+            f"--epochs {self.epochs} --batch-size {self.batch_size} --lr {self.lr:g} --seed {self.seed}"
+            + (" --all-patients" if self.all_patients else f" --folds {self.folds} --val-fold {self.val_fold}")
+            + (f" --precision {self.precision}" if self.precision else "")
+            + (" --keep last" if self.keep == "last" and not self.all_patients else "")
+            + (f" --max-minutes {self.max_minutes:g}" if self.max_minutes else "")
+            + (f" --init {self.init}" if self.init else "")
+        )
 
     @property
     def on_gpu(self) -> bool:
@@ -159,7 +174,7 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def _init_dir(init: Path) -> Path:
-    from braintumor.inference.bundle import DEFAULT_MODEL_DIR
+    from braintumor.bundle import DEFAULT_MODEL_DIR
 
     return DEFAULT_MODEL_DIR if str(init) == "default" else init
 
@@ -173,14 +188,14 @@ def initialise(net: nn.Module, cfg: TrainConfig, val_records: list[Record]) -> N
 
     assert cfg.init is not None, "initialise is called for --init only"
     source, card = load_torch_model(_init_dir(cfg.init))
-    if card["architecture"] != cfg.arch:
-        raise ValueError(f"--init {cfg.init}: a {card['architecture']} model cannot start a {cfg.arch} run")
+    if card.architecture != cfg.arch:
+        raise ValueError(f"--init {cfg.init}: a {card.architecture} model cannot start a {cfg.arch} run")
     try:  # every key block: the start model's own patients and those of the weights it started from
-        seen = trained_groups(val_records, card)
+        seen = trained_groups(val_records, [card.training])
     except ValueError as err:
         raise ValueError(f"--init {cfg.init}: {err}") from None
     if seen:
-        recipe = card.get("training", {}).get("split_recipe", {})
+        recipe = card.training.split_recipe if card.training else None
         raise ValueError(
             f"--init {cfg.init}: that model was trained on {len(seen)} patients/images of this run's "
             f"validation fold; use its split ({recipe}) or another starting point"
@@ -190,7 +205,7 @@ def initialise(net: nn.Module, cfg: TrainConfig, val_records: list[Record]) -> N
     except RuntimeError as err:  # weights whose shape depends on the input side (the mlp's first layer)
         raise ValueError(
             f"--init {cfg.init}: its weights do not fit this run's network (trained at --size "
-            f"{card['input']['size']}, this run uses {cfg.input_size}): {str(err).splitlines()[-1].strip()}"
+            f"{card.input.size}, this run uses {cfg.input_size}): {str(err).splitlines()[-1].strip()}"
         ) from None
 
 
@@ -283,6 +298,67 @@ def _epoch_metrics(metrics_csv: Path, keep: str = "best") -> dict:
     }
 
 
+INTENDED_USE = (
+    "Research and education only; not a medical device. Trained on 8-bit T1 contrast-enhanced slices of one public "
+    "dataset (Figshare, Cheng 2017); the no-tumor class comes from another source (Br35H, mostly T2/FLAIR), so it "
+    "may be recognised by sequence rather than anatomy."
+)
+
+
+def _training_block(
+    cfg: TrainConfig,
+    records: list[Record],
+    split: dict[str, str],
+    epochs_run: int | None,
+    kept_epoch: int | None,
+    seconds: float | None,
+) -> Training:
+    """How this run trained: data, split, one-way keys of its training patients (and of its start weights'),
+    schedule and the command that reruns it."""
+    from braintumor.bundle import WEIGHTS, SplitRecipe, Training, read_card
+    from braintumor.data.patient_keys import key_block, trained_keys
+
+    init = read_card(_init_dir(cfg.init)) if cfg.init else None
+    # salted scrypt keys of this run's training groups, plus the start weights' key blocks as they are (salted keys
+    # cannot be merged into a new salt): checks consult every block
+    start_keys = tuple(b.as_card() for b in trained_keys(init.training)) if init else ()
+    sides = {side: Counter(r.label for r in records if split[r.id] == side) for side in ("train", "val")}
+    patients = {
+        side: len({r.patient_id for r in records if split[r.id] == side and r.patient_id}) for side in ("train", "val")
+    }
+    return Training(
+        data=str(cfg.data),
+        split="all patients, no validation fold"
+        if cfg.all_patients
+        else f"patient-level class-stratified {cfg.folds}-fold, seed {cfg.seed}, validation fold {cfg.val_fold}",
+        split_recipe=SplitRecipe(all_patients=True)
+        if cfg.all_patients
+        else SplitRecipe(folds=cfg.folds, seed=cfg.seed, val_fold=cfg.val_fold),
+        # one-way keys of every training patient/image, so evaluation can refuse to score them (never raw ids)
+        patient_keys=key_block([r for r in records if split[r.id] == "train"]),
+        start_patient_keys=start_keys,
+        images={k: dict(v) for k, v in sides.items()},
+        patients=patients,
+        initialised_from={
+            "name": init.name,
+            "command": init.training.command if init.training else None,
+            "weights_sha256": init.files[WEIGHTS].sha256,
+        }
+        if init
+        else None,
+        epochs_run=epochs_run,
+        kept_epoch=kept_epoch,
+        kept="the last epoch" if cfg.keep == "last" or cfg.all_patients else "the best validation epoch",
+        max_epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        seed=cfg.seed,
+        seconds=None if seconds is None else round(seconds),
+        precision=cfg.training_precision,
+        command=cfg.command,
+    )
+
+
 def _write_model_folder(
     net: nn.Module,
     cfg: TrainConfig,
@@ -295,85 +371,26 @@ def _write_model_folder(
     import monai
     import torch
 
-    from braintumor.data.patient_keys import key_block, trained_keys
-    from braintumor.inference.bundle import WEIGHTS, read_card, record_files
+    from braintumor.bundle import InputSpec, ModelCard, Postprocessing, Task, write_card
     from braintumor.inference.export import export_onnx, save_weights
     from braintumor.training.plots import plot_curves
 
-    size, out = cfg.input_size, Path(cfg.out)
+    out = Path(cfg.out)
     net = net.cpu().float().eval()
     save_weights(net, out)
-    task = ARCHITECTURES[cfg.arch][0]
-    export_onnx(net, size, out)  # the analyzer's graph, or a class-only or mask-only one that evaluate scores
-    init = read_card(_init_dir(cfg.init)) if cfg.init else {}
-    # salted scrypt keys of this run's training groups, plus the start weights' key blocks as they are (salted keys
-    # cannot be merged into a new salt): checks consult every block
-    patient_keys = key_block([r for r in records if split[r.id] == "train"])
-    start_keys = [b.as_card() for b in trained_keys(init)] if init else []
-    sides = {side: Counter(r.label for r in records if split[r.id] == side) for side in ("train", "val")}
-    patients = {
-        side: len({r.patient_id for r in records if split[r.id] == side and r.patient_id}) for side in ("train", "val")
-    }
-    card = {
-        "name": f"braintumor-{cfg.arch}",
-        "architecture": cfg.arch,
-        "description": DESCRIPTIONS[cfg.arch],
-        "task": task,
-        "classes": list(CLASSES),
-        "input": {
-            "size": size,
-            "channels": 1,
-            "preprocessing": "gray; pad to square with the slice minimum; bilinear resize to size×size; "
-            "scale the [p0, p99.9] intensity range to [0, 1]",
-        },
-        "mask_threshold": 0.5,
-        "spacing_convention": "the network never sees spacing; area = mask pixels at the image's own size × "
-        "row × column spacing (mm) / 100, only when the spacing is known",
-        "training": {
-            "data": str(cfg.data),
-            "images": {k: dict(v) for k, v in sides.items()},
-            "patients": patients,
-            "split": "all patients, no validation fold"
-            if cfg.all_patients
-            else f"patient-level class-stratified {cfg.folds}-fold, seed {cfg.seed}, validation fold {cfg.val_fold}",
-            "all_patients": cfg.all_patients,
-            "split_recipe": {"all_patients": True}
-            if cfg.all_patients
-            else {"folds": cfg.folds, "seed": cfg.seed, "val_fold": cfg.val_fold},
-            # one-way keys of every training patient/image, so evaluation can refuse to score them (never raw ids)
-            "patient_keys": patient_keys,
-            "start_patient_keys": start_keys,
-            "initialised_from": {
-                "name": init.get("name"),
-                "command": init["training"].get("command"),
-                "weights_sha256": init["files"][WEIGHTS]["sha256"],
-            }
-            if init
-            else None,
-            "epochs_run": metrics.pop("epochs_run", None),
-            "kept_epoch": metrics.get("epoch"),
-            "kept": "the last epoch" if cfg.keep == "last" else "the best validation epoch",
-            "max_epochs": cfg.epochs,
-            "batch_size": cfg.batch_size,
-            "lr": cfg.lr,
-            "seed": cfg.seed,
-            "optimisation": "AdamW, one-cycle LR; Dice+BCE per slice (BCE only for seed_unet) + class-weighted "
-            "cross-entropy with label smoothing 0.05",
-            "seconds": None if seconds is None else round(seconds),
-            "precision": cfg.training_precision,
-            "augmentation": "training images only, every class alike: other-source looks (35%: skull stripping, "
-            "skull stripping + z-score, gamma 0.6/1.6), affine (±15°, ±30% zoom, ±16 px), "
-            "left-right flip, quarter turns (10%), bias field, gamma, intensity scale/shift, "
-            "gaussian noise",
-            "command": f"braintumor train --data {cfg.data} --out {cfg.out} --arch {cfg.arch} --size {size} "
-            f"--epochs {cfg.epochs} --batch-size {cfg.batch_size} --lr {cfg.lr:g} --seed {cfg.seed}"
-            + (" --all-patients" if cfg.all_patients else f" --folds {cfg.folds} --val-fold {cfg.val_fold}")
-            + (f" --precision {cfg.precision}" if cfg.precision else "")
-            + (" --keep last" if cfg.keep == "last" and not cfg.all_patients else "")
-            + (f" --max-minutes {cfg.max_minutes:g}" if cfg.max_minutes else "")
-            + (f" --init {cfg.init}" if cfg.init else ""),
-        },
-        "validation": {
+    task = Task(ARCHITECTURES[cfg.arch][0])
+    export_onnx(net, cfg.input_size, out)  # the analyzer's graph, or a class-only or mask-only one that evaluate scores
+    epochs_run = metrics.pop("epochs_run", None)
+    card = ModelCard(
+        name=f"braintumor-{cfg.arch}",
+        architecture=cfg.arch,
+        task=task,
+        classes=CLASSES,
+        input=InputSpec(size=cfg.input_size),
+        description=DESCRIPTIONS[cfg.arch],
+        postprocessing=Postprocessing() if task.outlines else None,
+        training=_training_block(cfg, records, split, epochs_run, metrics.get("epoch"), seconds),
+        validation={
             "note": "none: trained on all patients; the recipe's accuracy on new patients is its cross-validation"
         }
         if cfg.all_patients
@@ -382,18 +399,14 @@ def _write_model_folder(
             "note": f"{'last' if cfg.keep == 'last' else 'best'} epoch on the patient-level validation fold at "
             "network resolution; see 'braintumor evaluate' for native-resolution figures",
         },
-        "software": {
+        software={
             "python": platform.python_version(),
             "torch": torch.__version__,
             "monai": monai.__version__,
             "lightning": lightning.__version__,
         },
-        "intended_use": "Research and education only; not a medical device. Trained on 8-bit T1 contrast-enhanced "
-        "slices of one public dataset (Figshare, Cheng 2017); the no-tumor class comes from another "
-        "source (Br35H, mostly T2/FLAIR), so it may be recognised by sequence rather than anatomy.",
-    }
-    if "segmentation" not in task:  # no mask: no threshold, no area
-        del card["mask_threshold"], card["spacing_convention"]
-    record_files(out, card)
+        intended_use=INTENDED_USE,
+    )
+    write_card(out, card)
     plot_curves(cfg.metrics_csv, out / "curves.png")
     log.info("model folder written: %s", out)
