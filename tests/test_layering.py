@@ -1,6 +1,7 @@
 """Dependencies point down the pipeline: imageio → data → preprocessing → bundle → models → inference → training →
 evaluation → experiments → app / serve → commands.  A module may import from its own stage and the stages before
-it; the app and the API never import a CLI command.  Imports under ``if TYPE_CHECKING:`` (annotations only) do not count.
+it; the app and the API never import a CLI command.  Imports under ``if TYPE_CHECKING:`` (annotations only) do not
+count.
 
 The imports listed in KNOWN were there before this test; do not add to the list, remove from it."""
 

@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--out", type=Path, help="write results.csv, masks/ and overlays/ here")
     a.add_argument("--spacing-mm", type=float, help="pixel spacing (mm) for inputs that carry none")
     a.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    _members_option(a)
     a.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     a.add_argument(
         "--batch-size",
@@ -79,10 +80,23 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="then train the recipe on all patients → OUT/final, a model folder whose card carries the CV figures",
     )
+    v.add_argument(
+        "--ensemble",
+        type=Path,
+        help="keep each finished fold as a member of this ensemble folder (float16 weights, its evaluation, the "
+        "CV table in cv.md); folds already there are checked against today's split and not trained again",
+    )
+    v.add_argument(
+        "--fold",
+        type=int,
+        action="append",
+        help="train only this fold (repeatable; needs --ensemble): one fold per session, each kept when it ends",
+    )
 
     e = sub.add_parser("evaluate", help="evaluate a model on a dataset → report.json, report.md, plots")
     e.add_argument("--data", type=Path, required=True)
     e.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    _members_option(e)
     e.add_argument("--out", type=Path, required=True)
     e.add_argument(
         "--split",
@@ -142,10 +156,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     _server_options(r, port=8000)
     r.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    _members_option(r)
     r.add_argument(
         "--max-concurrent", type=int, help="analyses at once; more get 503 + Retry-After (default: 2 per CPU core)"
     )
     return p
+
+
+def _members_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--members",
+        type=int,
+        help="for an ensemble model: run only its first N members (1: the fastest, one network)",
+    )
 
 
 def _server_options(p: argparse.ArgumentParser, port: int) -> None:

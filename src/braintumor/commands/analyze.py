@@ -43,8 +43,9 @@ def text_line(result: Result) -> str:
             f"{result.spacing_mm[1]:g} mm, {result.spacing_source})"
         )
     )
+    spread = "" if result.uncertainty is None else f", outline uncertainty {result.uncertainty:.3f}"
     warn = f"  [{'; '.join(result.warnings)}]" if result.warnings else ""
-    return f"{result.file}: {result.label} ({result.confidence:.1%}), {area}{warn}"
+    return f"{result.file}: {result.label} ({result.confidence:.1%}), {area}{spread}{warn}"
 
 
 def _unique_stem(path: str, used: set[str]) -> str:
@@ -166,7 +167,9 @@ def run(args: argparse.Namespace) -> int:
     stems = dict(zip(map(str, files), _stems(files), strict=True))
     done = _done(args.out / "results.csv") if args.resume else set()
     todo = [f for f in files if str(f) not in done]
-    analyzer = Analyzer.load(args.model, memory_arena=len(todo) > 1)  # a batch: speed over resident memory
+    analyzer = Analyzer.load(
+        args.model, memory_arena=len(todo) > 1, members=args.members
+    )  # a batch: speed over resident memory
     workers = min(4, os.cpu_count() or 1)
     outputs = Outputs(args.out, args.overlay_format, append=bool(done), workers=workers) if args.out else None
     failed = 0

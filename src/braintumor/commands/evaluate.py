@@ -10,7 +10,7 @@ from braintumor.inference import load_model
 
 def run(args: argparse.Namespace) -> int:
     check_requirements()  # before any prediction: a missing plotting library must not cost a whole run
-    analyzer = load_model(args.model)  # the Analyzer, the Classifier or the Segmenter: the card's task
+    analyzer = load_model(args.model, args.members)  # the Analyzer, the Classifier or the Segmenter: the card's task
     outcomes, described = evaluate(args.data, analyzer, split=args.split)
     report = summarise(outcomes, n_boot=args.bootstrap)
     write_report(report, outcomes, args.out, described, *analyzer.described)

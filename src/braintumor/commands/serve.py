@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     warning = exposure_warning(args.host, "serve", "API")
     if warning:
         print(warning, file=sys.stderr)
-    app = create_app(Analyzer.load(args.model), max_concurrent=args.max_concurrent)
+    app = create_app(Analyzer.load(args.model, members=args.members), max_concurrent=args.max_concurrent)
     print(f"braintumor serve on http://{args.host}:{args.port}  (API docs at /docs; Ctrl+C to stop)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port)
     return 0

@@ -66,14 +66,14 @@ class Classifier(OnnxModel):
         )
 
 
-def load_model(model_dir: str | Path | None = None) -> Analyzer | Classifier | Segmenter:
-    """The runner a model folder's task needs: the Analyzer (mask and type; the shipped model when None), the
-    Classifier (type only) or the Segmenter (mask only)."""
+def load_model(model_dir: str | Path | None = None, members: int | None = None) -> Analyzer | Classifier | Segmenter:
+    """The runner a model folder's task needs: the Analyzer (mask and type; the shipped model when None; an
+    ensemble's first ``members``), the Classifier (type only) or the Segmenter (mask only)."""
     if model_dir is None:
-        return Analyzer.default()
+        return Analyzer.load(members=members)
     task = read_card(model_dir).task
     if task is Task.CLASSIFY:
         return Classifier(model_dir)
     if task is Task.SEGMENT:
         return Segmenter(model_dir)
-    return Analyzer(model_dir)
+    return Analyzer(model_dir, members=members)

@@ -1,0 +1,268 @@
+"""The fold ensemble, one fold at a time: train fold K (resumable), score it on its unseen patients, and add it to
+an ensemble folder as a compact member with its evaluation, where a later session, on another machine, finds it.
+
+Each member is used twice, as nnU-Net uses its folds: its unseen patients give the cross-validated estimate, and
+it is one of the shipped model's members. There is no separate final model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braintumor import CLASSES
+from braintumor.bundle import (
+    ENSEMBLE,
+    ModelCard,
+    ModelFolderError,
+    is_model_folder,
+    pin_member,
+    read_card,
+    write_card,
+)
+from braintumor.data import Record, read_manifest, train_val_test_split
+from braintumor.data.patient_keys import trained_groups
+from braintumor.data.splits import group_of
+from braintumor.evaluation.evaluate import SliceOutcome, evaluate, summarise
+from braintumor.evaluation.report import write_report
+from braintumor.training.run import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+#: a member's committed evaluation: figures and one row per slice, no images and no patient ids
+EVAL = "eval"
+SLICES = "per_slice.csv"
+SLICE_FIELDS = [
+    "id",
+    "group",
+    "label",
+    "predicted",
+    *[f"p_{c}" for c in CLASSES],
+    "dice",
+    "iou",
+    "hd95_mm",
+    "area_true_cm2",
+    "area_pred_cm2",
+    "pred_pixels",
+    "error",
+]
+
+
+def member_name(fold: int) -> str:
+    return f"fold{fold}"
+
+
+def train_fold(base: TrainConfig, fold: int, ensemble: Path, n_boot: int = 1000) -> Path:
+    """Fold ``fold`` of ``base``'s recipe as a member of ``ensemble`` (created with its first member); a member
+    already there is checked against today's split and kept. Returns the member folder."""
+    from braintumor.inference import Analyzer
+    from braintumor.inference.export import export_member
+
+    ensemble, name = Path(ensemble), member_name(fold)
+    member = ensemble / name
+    records = read_manifest(base.data)
+    if is_model_folder(member):
+        check_member_split(records, member, read_card(member))
+        log.info("%s: already a member, its split agrees with today's; not trained again", member)
+        return member
+    cfg = replace(base, out=Path(base.out) / name, val_fold=fold, keep="last", init=None)
+    if not is_model_folder(cfg.out):
+        train(replace(cfg, resume=(cfg.out / "checkpoints" / "last.ckpt").is_file()))
+    analyzer = Analyzer(cfg.out)
+    outcomes, described = evaluate(base.data, analyzer, split="unseen", progress=base.progress)
+    report = summarise(outcomes, n_boot=n_boot)
+    write_report(report, outcomes, cfg.out / EVAL, described, *analyzer.described)
+    export_member(cfg.out, member, {"member": f"{name} of a {base.folds}-fold ensemble: {cfg.command}"})
+    (member / EVAL).mkdir(exist_ok=True)
+    (member / EVAL / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_slices(outcomes, member / EVAL / SLICES)
+    add_member(ensemble, name)
+    return member
+
+
+def add_member(ensemble: Path, name: str) -> ModelCard:
+    """Pin ``ensemble/name`` in the ensemble's card (made from the member's card when it has none yet)."""
+    member = read_card(ensemble / name)
+    if is_model_folder(ensemble):
+        card = read_card(ensemble)
+        if (member.task, member.classes, member.input) != (card.task, card.classes, card.input):
+            raise ModelFolderError(
+                str(ensemble / name), "differs from the ensemble's members in task, classes or input"
+            )
+        kept = [m for m in card.members if m.name != name]
+    else:
+        card = ModelCard(
+            name="braintumor-ensemble",
+            architecture=ENSEMBLE,
+            task=member.task,
+            classes=member.classes,
+            input=member.input,
+            description="the mean of patient-level cross-validation fold models of one recipe: class and mask "
+            "probabilities averaged, the mask thresholded after averaging",
+            postprocessing=member.postprocessing,
+            members=(pin_member(ensemble, name),),
+            software=member.software,
+            intended_use=member.intended_use,
+        )
+        kept = []
+    members = tuple(sorted([*kept, pin_member(ensemble, name)], key=lambda m: m.name))
+    card = write_card(ensemble, replace(card, members=members))
+    figures = cv_figures(ensemble)
+    (ensemble / "cv.md").write_text(cv_markdown(figures))
+    return write_card(ensemble, replace(card, cross_validation=figures))
+
+
+def check_member_split(records: list[Record], folder: Path, card: ModelCard) -> None:
+    """Refuse a member whose training patients are not exactly the training side of today's split of ``records``
+    under its recipe (another manifest, another split rule): its fold would not be unseen."""
+    training = card.training
+    recipe = training.split_recipe if training else None
+    if recipe is None or recipe.folds is None or recipe.val_fold is None or recipe.seed is None:
+        raise ModelFolderError(str(folder), "ensemble member without a fold recipe in its card")
+    split = train_val_test_split(records, val_fold=recipe.val_fold, k=recipe.folds, seed=recipe.seed)
+    expected = {group_of(r) for r in records if split[r.id] == "train"}
+    trained = trained_groups(records, [training])
+    if trained != expected:
+        raise ModelFolderError(
+            str(folder),
+            f"its training patients differ from today's split of this dataset (fold {recipe.val_fold} of "
+            f"{recipe.folds}, seed {recipe.seed}): {len(trained - expected)} trained groups now on the unseen side, "
+            f"{len(expected - trained)} training groups it never saw; retrain it on this manifest",
+        )
+
+
+def write_slices(outcomes: list[SliceOutcome], path: Path) -> None:
+    """One row per scored slice with what pooled figures are recomputed from; patients as anonymous groups."""
+    groups: dict[str, str] = {}
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SLICE_FIELDS)
+        writer.writeheader()
+        for o in outcomes:
+            # a patient becomes g0, g1, …; an image without a patient stays its own group (no group written)
+            group = groups.setdefault(group_of(o.record), f"g{len(groups)}") if o.record.patient_id else ""
+            probs = (
+                {} if o.probs is None else {f"p_{c}": round(float(p), 5) for c, p in zip(CLASSES, o.probs, strict=True)}
+            )
+            writer.writerow(
+                {
+                    "id": o.record.id,
+                    "group": group,
+                    "label": o.record.label,
+                    "predicted": "" if o.pred is None else CLASSES[o.pred],
+                    **probs,
+                    **{
+                        k: "" if getattr(o, k) is None else round(float(getattr(o, k)), 5)
+                        for k in ("dice", "iou", "hd95_mm", "area_true_cm2", "area_pred_cm2")
+                    },
+                    "pred_pixels": o.pred_pixels,
+                    "error": o.error or "",
+                }
+            )
+
+
+def read_slices(path: Path, member: str) -> list[SliceOutcome]:
+    """A member's committed rows as outcomes again (groups prefixed by the member: folds share no patient)."""
+    outcomes = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            patient = f"{member}-{row['group']}" if row["group"] else None
+            record = Record(row["id"], Path(row["id"]), None, row["label"], patient, None)
+            number = {k: float(row[k]) if row[k] else None for k in ("dice", "iou", "hd95_mm", "area_true_cm2")}
+            area_pred = float(row["area_pred_cm2"]) if row["area_pred_cm2"] else None
+            probs = np.array([float(row[f"p_{c}"]) for c in CLASSES]) if row["predicted"] else None
+            outcomes.append(
+                SliceOutcome(
+                    record,
+                    CLASSES.index(row["label"]),
+                    CLASSES.index(row["predicted"]) if row["predicted"] else None,
+                    probs,
+                    dice=number["dice"],
+                    iou=number["iou"],
+                    hd95_mm=number["hd95_mm"],
+                    area_true_cm2=number["area_true_cm2"],
+                    area_pred_cm2=area_pred,
+                    pred_pixels=int(row["pred_pixels"]),
+                    ood_warned=None,
+                    error=row["error"] or None,
+                )
+            )
+    return outcomes
+
+
+def member_outcomes(ensemble: Path) -> dict[str, list[SliceOutcome]]:
+    """Each member's committed out-of-fold rows, by member name."""
+    card = read_card(ensemble)
+    return {m.name: read_slices(Path(ensemble) / m.name / EVAL / SLICES, m.name) for m in card.members}
+
+
+def cv_figures(ensemble: Path, n_boot: int = 1000) -> dict[str, Any]:
+    """The members' cross-validation, from their committed rows: per fold, mean ± sd over folds, and pooled out of
+    fold with 95% intervals resampling patients. (The ensemble itself cannot be cross-validated on the same data:
+    each patient was seen by every member but one.)"""
+    by_member = member_outcomes(ensemble)
+    rows = []
+    for name, outcomes in by_member.items():
+        report = summarise(outcomes, n_boot=0)
+        rows.append({"member": name, "patients": report["n_patients"], "images": report["n_images"]} | _pick(report))
+    pooled_rows = [o for outcomes in by_member.values() for o in outcomes]
+    ids = [o.record.id for o in pooled_rows]
+    if len(ids) != len(set(ids)):
+        raise ModelFolderError(str(ensemble), "a slice is scored by two members: their unseen folds overlap")
+    pooled = summarise(pooled_rows, n_boot=n_boot)
+    columns = {k: [r[k] for r in rows if r[k] is not None] for k in FIGURES}
+    return {
+        "protocol": "each member trained on the other folds of a patient-level class-stratified split (last epoch, "
+        "nothing chosen on its own fold) and scored by 'braintumor evaluate' on its unseen patients at native "
+        "resolution; pooled = every member's unseen rows together, 95% intervals by resampling patients",
+        "per_fold": rows,
+        "mean": {k: float(np.mean(v)) for k, v in columns.items() if v},
+        "sd": {k: float(np.std(v, ddof=1)) for k, v in columns.items() if len(v) > 1},
+        "pooled": _pick(pooled) | {"images": pooled["n_images"], "patients": pooled["n_patients"]},
+        "ci95": {k: pooled["ci95"][k] for k in FIGURES if k in pooled.get("ci95", {})},
+    }
+
+
+#: the figures of the CV table: report.json key → column title
+FIGURES = {
+    "tumor_type_accuracy": "tumor type",
+    "accuracy": "4-class",
+    "dice_mean": "Dice",
+    "dice_glioma": "glioma Dice",
+    "area_error_median": "area error",
+    "notumor_outlined": "no-tumor outlined",
+    "ece": "ECE",
+    "missed_tumors": "missed",
+}
+
+
+def _pick(report: dict[str, Any]) -> dict[str, Any]:
+    glioma = report["segmentation_per_class"].get("glioma", {}).get("dice_mean")
+    return {k: glioma if k == "dice_glioma" else report.get(k) for k in FIGURES}
+
+
+def cv_markdown(figures: dict[str, Any]) -> str:
+    """The CV table as Markdown (README and ``ensemble/cv.md``), every number from ``cv_figures``."""
+
+    def cell(value: Any) -> str:
+        return "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    head = "| | patients | images | " + " | ".join(FIGURES.values()) + " |"
+    lines = [head, "|" + "---|" * (3 + len(FIGURES))]
+    for r in figures["per_fold"]:
+        lines.append(f"| {r['member']} | {r['patients']} | {r['images']} | " + " | ".join(cell(r[k]) for k in FIGURES))
+    if len(figures["per_fold"]) > 1:
+        spread = [
+            f"{figures['mean'][k]:.3f} ± {figures['sd'][k]:.3f}" if k in figures["sd"] else cell(figures["mean"].get(k))
+            for k in FIGURES
+        ]
+        lines.append("| mean ± sd | | | " + " | ".join(spread) + " |")
+    pooled, ci = figures["pooled"], figures["ci95"]
+    cells = [cell(pooled[k]) + (f" ({ci[k][0]:.3f}–{ci[k][1]:.3f})" if k in ci else "") for k in FIGURES]
+    lines.append(f"| **pooled** | {pooled['patients']} | {pooled['images']} | " + " | ".join(cells) + " |")
+    return "\n".join(line if line.endswith("|") else line + " |" for line in lines) + "\n"

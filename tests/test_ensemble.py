@@ -1,0 +1,150 @@
+"""The fold ensemble: members trained one fold at a time through ``braintumor cv --fold K --ensemble``, averaged at
+inference, their disagreement reported, their CV table generated from what they carry."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from braintumor.bundle import ONNX, ModelFolderError, pin_member, read_card, write_card
+from braintumor.cli import main
+from braintumor.data import read_manifest
+from braintumor.experiments.ensemble import SLICE_FIELDS, check_member_split, cv_figures, cv_markdown
+from braintumor.inference import Analyzer
+from conftest import csv_rows, make_manifest, png_bytes
+
+pytestmark = pytest.mark.slow  # trains two tiny members
+
+
+def _argv(data: Path, runs: Path, ensemble: Path, *folds: int) -> list[str]:
+    argv = ["cv", "--data", str(data), "--out", str(runs), "--ensemble", str(ensemble), "--folds", "2"]
+    argv += ["--epochs", "1", "--size", "32", "--batch-size", "4", "--bootstrap", "20"]
+    return argv + [arg for k in folds for arg in ("--fold", str(k))]
+
+
+@pytest.fixture(scope="module")
+def ensemble(tiny_data, tmp_path_factory) -> Path:
+    """Fold 1 first, then fold 0: each run trains only the fold it names."""
+    runs, folder = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("parent") / "ensemble"
+    assert main(_argv(tiny_data, runs, folder, 1)) == 0
+    assert not (runs / "fold0").exists() and [m.name for m in read_card(folder).members] == ["fold1"]
+    assert main(_argv(tiny_data, runs, folder, 0)) == 0
+    return folder
+
+
+def test_fold_k_trains_only_fold_k_and_a_rerun_trains_nothing(ensemble, tiny_data, tmp_path):
+    card = read_card(ensemble)
+    assert [m.name for m in card.members] == ["fold0", "fold1"]
+    for name in ("fold0", "fold1"):
+        member = read_card(ensemble / name)
+        assert member.training is not None and member.training.split_recipe.val_fold == int(name[-1])
+        assert {f.name for f in (ensemble / name).iterdir()} == {"card.json", "model.onnx", "model.safetensors", "eval"}
+    runs = tmp_path / "empty-runs"
+    assert main(_argv(tiny_data, runs, ensemble)) == 0  # every fold: both are members already
+    assert not runs.exists()  # nothing trained
+
+
+def test_committed_rows_name_no_patient(ensemble, tiny_data):
+    patients = {r["patient_id"] for r in csv_rows(tiny_data / "index.csv") if r["patient_id"]}
+    for name in ("fold0", "fold1"):
+        rows = csv_rows(ensemble / name / "eval" / "per_slice.csv")
+        assert list(rows[0]) == SLICE_FIELDS
+        text = (ensemble / name / "eval" / "per_slice.csv").read_text()
+        text += (ensemble / name / "eval" / "report.json").read_text() + (ensemble / name / "card.json").read_text()
+        assert not [p for p in patients if p in text]
+
+
+def test_averaged_outputs_are_the_members_mean_and_members_1_is_member_0(ensemble):
+    import onnxruntime as ort
+
+    batch = np.random.default_rng(0).random((3, 1, 32, 32), dtype=np.float32)
+    outputs = [ort.InferenceSession(str(ensemble / f / ONNX)).run(None, {"image": batch}) for f in ("fold0", "fold1")]
+    mask, probs, _ = Analyzer(ensemble).network(batch)
+    assert np.abs(mask - (outputs[0][0] + outputs[1][0]) / 2).max() < 1e-5
+    assert np.abs(probs - (outputs[0][1] + outputs[1][1]) / 2).max() < 1e-5
+    mask1, probs1, _ = Analyzer(ensemble, members=1).network(batch)
+    assert np.abs(mask1 - outputs[0][0]).max() < 1e-5 and np.abs(probs1 - outputs[0][1]).max() < 1e-5
+    with pytest.raises(ModelFolderError, match="at least 1"):
+        Analyzer(ensemble, members=0)
+
+
+def test_uncertainty_is_zero_for_identical_members_and_positive_for_different(ensemble, tmp_path):
+    image = np.zeros((64, 64), np.uint8)
+    image[10:40, 10:40] = 200
+    twins = tmp_path / "twins"
+    shutil.copytree(ensemble, twins)
+    shutil.rmtree(twins / "fold1")
+    shutil.copytree(twins / "fold0", twins / "fold1")
+    card = read_card(twins)
+    write_card(twins, replace(card, members=(pin_member(twins, "fold0"), pin_member(twins, "fold1"))))
+    for folder, low in ((twins, True), (ensemble, False)):
+        analyzer = Analyzer(folder)
+        analyzer.postprocessing = replace(analyzer.postprocessing, threshold=0.01)  # an outline, whatever it is
+        result = analyzer.analyze(png_bytes(image), name="x.png", spacing_mm=0.5)
+        assert result.uncertainty is not None
+        assert (result.uncertainty == 0.0) if low else (result.uncertainty > 0.0)
+        assert "uncertainty" in result.row()
+    assert Analyzer(ensemble, members=1).analyze(png_bytes(image), name="x.png").uncertainty is None
+
+
+def test_members_naming_different_types_raise_a_warning(ensemble):
+    analyzer = Analyzer(ensemble)
+    before = analyzer.run_members
+
+    def disagreeing(batch):
+        runs = before(batch)
+        for k, run in enumerate(runs):  # member k is sure of class k
+            run[1] = np.tile(np.eye(4, dtype=np.float32)[k], (len(batch), 1))
+        return runs
+
+    analyzer.run_members = disagreeing  # type: ignore[method-assign]
+    image = np.full((32, 32), 100, np.uint8)
+    warnings = analyzer.analyze(png_bytes(image), name="x.png").warnings
+    assert any("members disagree on the type (glioma 1, meningioma 1)" in w for w in warnings)
+
+
+def test_a_member_trained_on_another_split_is_refused(ensemble, tiny_data, tmp_path):
+    other = make_manifest(tmp_path / "other", patients_per_class=5)
+    with pytest.raises(ModelFolderError, match="differ from today's split"):
+        check_member_split(read_manifest(other), ensemble / "fold0", read_card(ensemble / "fold0"))
+    code = main(_argv(other, tmp_path / "runs", ensemble, 0))
+    assert code == 2
+
+
+def test_cv_table_and_card_come_from_the_members_rows(ensemble, tiny_data):
+    figures = cv_figures(ensemble)  # the same 1000 seeded resamples as when the member was added
+    assert (ensemble / "cv.md").read_text() == cv_markdown(figures)
+    assert read_card(ensemble).cross_validation is not None
+    pooled = figures["pooled"]
+    rows = [r for name in ("fold0", "fold1") for r in csv_rows(ensemble / name / "eval" / "per_slice.csv")]
+    assert pooled["images"] == len(rows) == sum(1 for _ in csv_rows(tiny_data / "index.csv"))
+    correct = [r["label"] == r["predicted"] for r in rows]
+    assert pooled["accuracy"] == pytest.approx(np.mean(correct))
+    for name in ("fold0", "fold1"):
+        report = json.loads((ensemble / name / "eval" / "report.json").read_text())
+        (row,) = [r for r in figures["per_fold"] if r["member"] == name]
+        assert row["accuracy"] == pytest.approx(report["accuracy"])
+        assert row["dice_mean"] == pytest.approx(report["dice_mean"], abs=1e-4)
+
+
+def test_cli_analyze_and_evaluate_run_the_ensemble(ensemble, tiny_data, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    image.write_bytes(png_bytes(np.full((40, 40), 90, np.uint8)))
+    assert main(["analyze", str(image), "--model", str(ensemble), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert "uncertainty" in row and row["label"] in ("glioma", "meningioma", "pituitary", "notumor")
+    code = main(["evaluate", "--data", str(tiny_data), "--model", str(ensemble), "--out", str(tmp_path / "e")])
+    assert code == 2  # every patient was seen by one member or the other
+    assert "nothing unseen to score" in capsys.readouterr().err
+    assert (
+        main(["evaluate", "--data", str(tiny_data), "--model", str(ensemble / "fold0"), "--out", str(tmp_path / "f")])
+        == 0
+    )
+    with open(tmp_path / "f" / "per_slice.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(csv_rows(ensemble / "fold0" / "eval" / "per_slice.csv"))
