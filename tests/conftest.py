@@ -14,6 +14,29 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 DEV, DEV512 = DATA / "dev", DATA / "dev-512"
 
+#: fixtures that train a model (a Lightning fit): every test using one is slow, whatever its own marks say
+TRAINING_FIXTURES = {"tiny_model", "cv_out", "seed_unet", "trained", "gpu_train", "round_trip", "ensemble"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The quick lane (``-m "not slow"``) fits nothing: tests that need a trained fixture are marked slow."""
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _quick_tests_fit_nothing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quick test that starts a Lightning fit fails at once, naming the fix (mark it slow)."""
+    if request.node.get_closest_marker("slow"):
+        return
+    import lightning.pytorch as pl
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a quick test started a Lightning fit: mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(pl.Trainer, "fit", refuse)
+
 
 def _require(folder: Path) -> Path:
     if not (folder / "index.csv").is_file():
