@@ -24,6 +24,7 @@ from braintumor.app.views import (
     with_expert,
 )
 from braintumor.commands.analyze import COLUMNS
+from braintumor.imageio import load_scan
 from braintumor.inference import Analyzer
 from conftest import png_bytes, write_dicom
 
@@ -158,6 +159,68 @@ def test_page_compares_an_upload_with_its_expert_mask(analyzer):
     expected = analyze_example(analyzer, example).comparison  # the same pixels and spacing as the upload
     assert metrics["Dice with the expert mask"] == f"{expected.dice:.3f}"
     assert metrics["Expert area"] == expected.expert_text()
+
+
+def test_views_offer_the_mask_in_the_uploads_own_format(analyzer, tmp_path, monkeypatch):
+    """A DICOM upload gets its SEG, a NIfTI upload its NIfTI mask, both made from the upload's bytes."""
+    import io
+
+    import nibabel as nib
+    import pydicom
+
+    from test_outputs import NIFTI_AFFINES, SEG_STORAGE, _full_dicom, _marks, blob_forward
+
+    monkeypatch.setattr(Analyzer, "forward", blob_forward)
+    pixels = np.zeros((96, 80), np.uint16)
+    pixels[20:60, 20:60] = 2000
+    dicom = _full_dicom(tmp_path / "scan.dcm", pixels).read_bytes()
+    view = analyze_upload(analyzer, dicom, "scan.dcm", spacing_mm=None)
+    seg = view.source_mask
+    assert (seg.label, seg.file_name, seg.mime, seg.reason) == ("DICOM SEG", "scan_mask.dcm", "application/dicom", None)
+    written = pydicom.dcmread(io.BytesIO(seg.data))
+    assert written.SOPClassUID == SEG_STORAGE and np.array_equal(written.pixel_array, view.result.mask)
+    assert view.result.mask.any()
+
+    nib.save(nib.Nifti1Image(_marks((44, 36, 5)) * 300, NIFTI_AFFINES["ras"]), tmp_path / "vol.nii.gz")
+    view = analyze_upload(analyzer, (tmp_path / "vol.nii.gz").read_bytes(), "vol.nii.gz", spacing_mm=None)
+    mask = view.source_mask
+    assert (mask.label, mask.file_name, mask.mime) == ("NIfTI mask", "vol_mask.nii.gz", "application/gzip")
+    (tmp_path / "mask.nii.gz").write_bytes(mask.data)
+    assert nib.load(tmp_path / "mask.nii.gz").shape == (44, 36, 5)
+    assert np.array_equal(load_scan(tmp_path / "mask.nii.gz").pixels, view.result.mask)
+
+    bare = analyze_upload(analyzer, write_dicom(tmp_path / "bare.dcm", pixels).read_bytes(), "bare.dcm", None)
+    assert bare.source_mask.data is None and bare.source_mask.reason.startswith("no DICOM SEG written: the source")
+    assert analyze_upload(analyzer, png_bytes(pixels.astype(np.uint8)), "a.png", None).source_mask is None
+
+
+def test_page_offers_the_seg_beside_the_other_downloads(tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from test_outputs import _full_dicom
+
+    pixels = np.zeros((96, 80), np.uint16)
+    pixels[20:60, 20:60] = 2000
+    full = _full_dicom(tmp_path / "scan.dcm", pixels).read_bytes()
+    bare = write_dicom(tmp_path / "bare.dcm", pixels).read_bytes()
+    at = AppTest.from_file(str(PAGE), default_timeout=60).run()
+    uploads = [("scan.dcm", full, "application/dicom"), ("bare.dcm", bare, "application/dicom")]
+    at.file_uploader(key="uploads").set_value([*uploads, ("a.png", png_bytes(pixels.astype(np.uint8)), "image/png")])
+    at.run()
+    assert not at.exception and not at.error
+    buttons = [(b.proto.label, b.proto.disabled) for b in at.get("download_button")]
+    per_file = ["Overlay PNG", "Mask PNG", "Result JSON"]
+    assert [label for label, _ in buttons] == [
+        *per_file,
+        "DICOM SEG",
+        *per_file,
+        "DICOM SEG",
+        *per_file,
+        "All results (CSV)",
+    ]
+    assert [disabled for label, disabled in buttons if label == "DICOM SEG"] == [False, True]  # bare: no geometry
+    reason = next(b.proto.help for b in at.get("download_button") if b.proto.disabled)
+    assert reason.startswith("no DICOM SEG written: the source lacks StudyInstanceUID")
 
 
 def free_port() -> int:

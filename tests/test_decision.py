@@ -36,13 +36,13 @@ def test_a_no_tumor_answer_has_no_outline_and_says_what_it_dismissed(monkeypatch
     analyzer = Analyzer.default()
     side = analyzer.size
 
-    def network(batch: np.ndarray):
+    def run_members(batch: np.ndarray):  # the one network's outputs: mask, class probabilities (no features)
         prob = np.zeros((len(batch), 1, side, side), np.float32)
         prob[:, 0, 10:16, 10:16] = 0.9  # 36 px: below the confident-region size, above noise
         probs = np.tile(np.array([[0.02, 0.02, 0.01, 0.95]], np.float32), (len(batch), 1))
-        return prob, probs, None
+        return [[prob, probs]]
 
-    monkeypatch.setattr(analyzer, "network", network)
+    monkeypatch.setattr(analyzer, "run_members", run_members)
     yy, xx = np.mgrid[:256, :256]
     scan = Scan(pixels=(((yy - 128) ** 2 + (xx - 128) ** 2) < 100**2).astype(np.float32) * 100, name="x.png")
     result = analyzer.analyze(scan, spacing_mm=0.5)

@@ -148,3 +148,31 @@ def test_as_spacing_refuses_nonsense():
     for bad in (0, -1, float("nan"), (1, 2, 3)):
         with pytest.raises(ValueError):
             as_spacing(bad)
+
+
+def test_scans_name_their_format_in_the_registrys_words_and_keep_what_masks_need(tmp_path):
+    """One vocabulary: ``Scan.format`` is the registry's name; ``meta["format"]`` only its display name."""
+    import nibabel as nib
+
+    from braintumor.imageio.registry import _SUFFIX_FORMAT
+    from braintumor.imageio.scan import DicomSource, NiftiSource
+    from braintumor.imageio.writers import MASK_WRITERS
+
+    png = load_scan(png_bytes(RAMP), name="a.png")
+    assert (png.format, png.meta["format"], png.source) == ("PNG", "PNG", None)
+    z = np.zeros((256, 256))
+    mat = load_scan(write_figshare_mat(tmp_path / "1.mat", z, z))
+    assert (mat.format, mat.meta["format"], mat.source) == ("matlab", "Figshare .mat", None)
+    dicom = load_scan(write_dicom(tmp_path / "a.dcm", RAMP.astype(np.uint16)).read_bytes(), name="a.dcm")
+    assert (dicom.format, dicom.meta["format"]) == ("dicom", "DICOM") and isinstance(dicom.source, DicomSource)
+    assert "PixelData" not in dicom.source.dataset and dicom.source.dataset.Rows == 48  # geometry, not pixels
+    image = nib.Nifti1Image(np.zeros((64, 48, 3), np.int16), np.diag([0.9, 0.8, 5.0, 1.0]))
+    image.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"PatientName=Doe^Jane"))
+    nib.save(image, tmp_path / "v.nii.gz")
+    nifti = load_scan((tmp_path / "v.nii.gz").read_bytes(), name="v.nii.gz")
+    assert (nifti.format, nifti.meta["format"]) == ("nifti", "NIfTI") and isinstance(nifti.source, NiftiSource)
+    assert nifti.source.image_class is nib.Nifti1Image and nifti.source.header.get_data_shape() == (64, 48, 3)
+    assert np.array_equal(nifti.source.header.get_best_affine(), nib.load(tmp_path / "v.nii.gz").affine)
+    assert not nifti.source.header.extensions  # the header only: extensions may carry DICOM attributes
+    assert set(MASK_WRITERS) <= set(_SUFFIX_FORMAT.values())  # writers are keyed by the readers' names
+    assert dicom.with_spacing(0.5, "user").source is dicom.source and dicom.resized(24, 32).source is None

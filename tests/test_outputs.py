@@ -15,9 +15,11 @@ from braintumor.cli import main
 from braintumor.commands.analyze import Outputs
 from braintumor.imageio import load_scan
 from braintumor.imageio.dicom_seg import PATIENT_STUDY
+from braintumor.imageio.writers import MASK_WRITERS, MaskError, mask_description, mask_writer
 from braintumor.inference import Analyzer
+from braintumor.inference.analyzer import Outputs as NetworkOutputs
 from braintumor.inference.analyzer import Result
-from conftest import write_dicom
+from conftest import png_bytes, write_dicom
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 
@@ -89,6 +91,14 @@ def mask() -> np.ndarray:
     mask[3:11, 4:9] = 1
     mask[25:33, 30:48] = 1
     return mask
+
+
+def blob_forward(self: Analyzer, batch: np.ndarray) -> NetworkOutputs:
+    """``Analyzer.forward`` replaced by a fixed blob (glioma 80%), so every mask is non-empty and known."""
+    prob = np.zeros(batch.shape, np.float32)
+    prob[:, :, self.size // 4 : self.size // 2, self.size // 5 : self.size // 2] = 1
+    classes = np.tile(np.array([[0.8, 0.1, 0.05, 0.05]], np.float32), (len(batch), 1))
+    return NetworkOutputs(prob, classes, None, prob[None], classes[None])
 
 
 def _write(out: Path, path: Path, mask: np.ndarray, slice_index: int | None = None) -> dict:
@@ -295,12 +305,7 @@ def test_analyze_writes_seg_nifti_and_warnings_end_to_end(tmp_path, pixels, monk
     import nibabel as nib
     import pydicom
 
-    def network(self, batch):
-        prob = np.zeros(batch.shape, np.float32)
-        prob[:, :, self.size // 4 : self.size // 2, self.size // 5 : self.size // 2] = 1
-        return prob, np.tile(np.array([[0.8, 0.1, 0.05, 0.05]], np.float32), (len(batch), 1)), None
-
-    monkeypatch.setattr(Analyzer, "network", network)
+    monkeypatch.setattr(Analyzer, "forward", blob_forward)
     inputs = tmp_path / "in"
     inputs.mkdir()
     _full_dicom(inputs / "a.dcm", pixels)
@@ -317,3 +322,37 @@ def test_analyze_writes_seg_nifti_and_warnings_end_to_end(tmp_path, pixels, monk
     assert _png(out, "b").any()
     written = out / "masks" / "c.nii.gz"
     assert _png(out, "c").any() and np.array_equal(load_scan(written).pixels, _png(out, "c"))
+
+
+def test_masks_are_made_from_the_scan_of_an_upload_without_its_file(tmp_path, pixels, mask):
+    """The writers need the ``Scan`` only: bytes read without a path give the files ``analyze --out`` writes."""
+    import nibabel as nib
+    import pydicom
+
+    nib.save(nib.Nifti1Image(_marks((52, 40, 3)) * 300, NIFTI_AFFINES["las"]), tmp_path / "v.nii.gz")
+    _write(tmp_path / "out", tmp_path / "v.nii.gz", mask)
+    upload = load_scan((tmp_path / "v.nii.gz").read_bytes(), name="v.nii.gz")
+    writer = MASK_WRITERS[upload.format]
+    nifti = writer.to_bytes(upload, mask, mask_description("glioma", 0.9))
+    assert nifti == (tmp_path / "out" / "masks" / "v.nii.gz").read_bytes()  # byte for byte
+
+    source = _full_dicom(tmp_path / "scan.dcm", pixels)
+    scan = load_scan(source.read_bytes(), name="scan.dcm")
+    assert (scan.format, scan.meta["format"], MASK_WRITERS[scan.format].kind) == ("dicom", "DICOM", "seg")
+    assert "PixelData" not in scan.source.dataset and "InstitutionName" not in scan.source.dataset
+    seg = pydicom.dcmread(io.BytesIO(MASK_WRITERS["dicom"].to_bytes(scan, mask, "predicted glioma")))
+    assert seg.SOPClassUID == SEG_STORAGE and _source_of(seg) == (pydicom.dcmread(source).SOPInstanceUID, None)
+    assert np.array_equal(seg.pixel_array, mask)
+
+
+def test_mask_writers_refuse_what_does_not_lie_on_the_source(tmp_path, pixels, mask):
+    source = _full_dicom(tmp_path / "scan.dcm", pixels)
+    scan = load_scan(source)
+    with pytest.raises(MaskError, match=r"^no DICOM SEG written: the mask is \(20, 26\) but the scan is \(40, 52\)$"):
+        MASK_WRITERS["dicom"].to_bytes(scan, mask[::2, ::2], "x")
+    with pytest.raises(MaskError, match=r"^no DICOM SEG written: the scan keeps nothing of its source file"):
+        MASK_WRITERS["dicom"].to_bytes(scan.resized(20, 26), mask[::2, ::2], "x")
+    bare = load_scan(write_dicom(tmp_path / "bare.dcm", pixels))
+    with pytest.raises(MaskError, match=r"^no DICOM SEG written: the source lacks StudyInstanceUID, "):
+        MASK_WRITERS["dicom"].to_bytes(bare, mask, "x")
+    assert mask_writer(load_scan(png_bytes(pixels.astype(np.uint8)), name="a.png")) is None

@@ -26,11 +26,13 @@ from braintumor.app.views import MAX_UPLOAD_MB
 from braintumor.bundle import DEFAULT_MODEL_DIR, ModelCard, read_card, sha256, to_json
 from braintumor.errors import ScanError
 from braintumor.imageio import load_scan
+from braintumor.imageio.writers import MASK_KINDS
 from braintumor.inference import Analyzer, Result
 from braintumor.serve import create_app
-from braintumor.serve.api import MAX_UPLOAD_BYTES, RETRY_AFTER_S
+from braintumor.serve.api import MASK_KINDS_ACCEPTED, MAX_UPLOAD_BYTES, RETRY_AFTER_S
 from conftest import DEV512, accepts_connections, png_bytes, write_dicom
 from test_app import free_port
+from test_outputs import NIFTI_AFFINES, SEG_STORAGE, _full_dicom, _marks, blob_forward
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +93,100 @@ def test_dicom_with_mask_png(client, tmp_path):
     mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(row["mask_png"]))))
     assert mask.shape == (96, 80) and set(np.unique(mask)) <= {0, 255}
     assert int((mask == 255).sum()) == row["tumor_pixels"]
+
+
+def test_dicom_upload_with_mask_seg_gets_a_seg_of_the_upload(client, analyzer, tmp_path, monkeypatch):
+    import pydicom
+
+    monkeypatch.setattr(Analyzer, "forward", blob_forward)  # a known, non-empty mask
+    dicom = _full_dicom(tmp_path / "scan.dcm", (blob(96).astype(np.uint16) * 16)[:, :80])
+    response = client.post("/analyze?mask=seg", files={"file": ("scan.dcm", dicom.read_bytes())})
+    assert response.status_code == 200, response.text
+    row = response.json()
+    assert "mask_png" not in row and "mask_nifti" not in row
+    seg, src = pydicom.dcmread(io.BytesIO(base64.b64decode(row["mask_seg"]))), pydicom.dcmread(dicom)
+    assert seg.SOPClassUID == SEG_STORAGE and seg.SegmentationType == "BINARY"
+    referenced = seg.ReferencedSeriesSequence[0]
+    assert referenced.SeriesInstanceUID == src.SeriesInstanceUID
+    assert referenced.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+    derivation = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
+    assert derivation.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+    assert seg.StudyInstanceUID == src.StudyInstanceUID and seg.PatientID == src.PatientID
+    expected = analyzer.analyze(dicom)
+    assert row["tumor_pixels"] == expected.tumor_pixels > 0 and np.array_equal(seg.pixel_array, expected.mask)
+    assert expected.label in seg.SegmentSequence[0].SegmentDescription
+
+
+def test_nifti_upload_with_mask_nifti_gets_a_volume_like_the_upload(client, analyzer, tmp_path, monkeypatch):
+    import gzip
+
+    import nibabel as nib
+
+    monkeypatch.setattr(Analyzer, "forward", blob_forward)
+    source = tmp_path / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(_marks((44, 36, 5)) * 300, NIFTI_AFFINES["las"]), source)
+    response = client.post("/analyze?mask=nifti", files={"file": ("vol.nii.gz", source.read_bytes())})
+    assert response.status_code == 200, response.text
+    row = response.json()
+    assert "mask_seg" not in row
+    (tmp_path / "mask.nii.gz").write_bytes(base64.b64decode(row["mask_nifti"]))
+    written, upload = nib.load(tmp_path / "mask.nii.gz"), nib.load(source)
+    data = np.asanyarray(written.dataobj)
+    assert data.shape == upload.shape and data.dtype == np.uint8
+    assert np.array_equal(written.affine, upload.affine)
+    assert int(data.sum()) == row["tumor_pixels"] > 0 and not np.delete(data, 2, axis=2).any()  # the middle slice
+    assert np.array_equal(load_scan(tmp_path / "mask.nii.gz").pixels, analyzer.analyze(source).mask)
+    assert gzip.decompress(base64.b64decode(row["mask_nifti"]))[344:348] == b"n+1\x00"
+
+
+class Refusing:
+    """An analyzer that must never be reached."""
+
+    card: ClassVar[ModelCard] = replace(read_card(DEFAULT_MODEL_DIR), name="refusing", files={})
+
+    def analyze(self, *args, **kwargs) -> Result:
+        raise AssertionError("a mask the upload cannot have is refused before the analysis")
+
+
+@pytest.mark.parametrize(
+    "query, name, detail",
+    [
+        ("seg", "s.png", "s.png: mask=seg needs a DICOM upload; this is a PNG"),
+        ("nifti", "scan.dcm", "scan.dcm: mask=nifti needs a NIfTI upload; this is a DICOM"),
+        ("seg", "v.nii.gz", "v.nii.gz: mask=seg needs a DICOM upload; this is a NIfTI"),
+    ],
+)
+def test_a_mask_the_upload_format_cannot_have_is_422_before_analysis(tmp_path, query, name, detail):
+    import nibabel as nib
+
+    if name.endswith(".png"):
+        data = png_bytes(blob(32))
+    elif name.endswith(".dcm"):
+        data = _full_dicom(tmp_path / name, blob(32).astype(np.uint16)).read_bytes()
+    else:
+        nib.save(nib.Nifti1Image(np.zeros((32, 32, 3), np.float32), np.eye(4)), tmp_path / name)
+        data = (tmp_path / name).read_bytes()
+    with TestClient(create_app(Refusing())) as c:
+        response = c.post(f"/analyze?mask={query}", files={"file": (name, data)})
+    assert response.status_code == 422 and response.json() == {"detail": detail}
+
+
+def test_mask_seg_of_a_dicom_without_geometry_is_422_with_the_reason(client, tmp_path):
+    dicom = write_dicom(tmp_path / "bare.dcm", blob(64).astype(np.uint16))
+    response = client.post("/analyze?mask=seg", files={"file": ("bare.dcm", dicom.read_bytes())})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert (
+        detail.startswith("bare.dcm: no DICOM SEG written: the source lacks StudyInstanceUID, ") and "\n" not in detail
+    )
+
+
+def test_the_mask_parameter_is_documented(client):
+    parameters = client.get("/openapi.json").json()["paths"]["/analyze"]["post"]["parameters"]
+    mask = next(p for p in parameters if p["name"] == "mask")
+    assert {"png", *MASK_KINDS} == set(MASK_KINDS_ACCEPTED) == set(mask["schema"]["anyOf"][0]["enum"])
+    assert all(f"`mask_{kind}`" in mask["description"] for kind in MASK_KINDS_ACCEPTED)
+    assert client.post("/analyze?mask=jpeg", files={"file": ("a.png", png_bytes(blob(32)))}).status_code == 422
 
 
 def test_bad_file_is_422_with_the_readers_one_line(client):
@@ -192,9 +288,9 @@ def test_serve_command_warns_off_public_hosts(monkeypatch, capsys, analyzer, hos
     from braintumor.commands.serve import run
 
     served = []
-    monkeypatch.setattr(Analyzer, "load", classmethod(lambda cls, model_dir=None: analyzer))
+    monkeypatch.setattr(Analyzer, "load", classmethod(lambda cls, model_dir=None, members=None: analyzer))
     monkeypatch.setattr(uvicorn, "run", lambda app, host, port: served.append((host, port)))
-    assert run(argparse.Namespace(host=host, port=8123, model=None, max_concurrent=None)) == 0
+    assert run(argparse.Namespace(host=host, port=8123, model=None, max_concurrent=None, members=None)) == 0
     err = capsys.readouterr().err
     assert served == [(host, 8123)]
     assert (

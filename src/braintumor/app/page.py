@@ -104,11 +104,22 @@ def show(view: View, key: str, show_cam: bool) -> None:
         st.error(f"Expert mask: {view.comparison_error}")
     for warning in r.warnings:
         st.warning(warning)
-    d1, d2, d3 = st.columns(3)
-    stem = view.name.rsplit(".", 1)[0]
+    extra = view.source_mask  # the mask in the upload's own format: DICOM SEG, NIfTI
+    d1, d2, d3, d4 = st.columns(4)
+    stem = view.stem
     d1.download_button("Overlay PNG", view.png(view.overlay), f"{stem}_overlay.png", "image/png", key=f"o-{key}")
     d2.download_button("Mask PNG", view.mask_png, f"{stem}_mask.png", "image/png", key=f"m-{key}")
     d3.download_button("Result JSON", view.json, f"{stem}.json", "application/json", key=f"j-{key}")
+    if extra is not None:
+        d4.download_button(
+            extra.label,
+            extra.data or b"",
+            extra.file_name,
+            extra.mime,
+            key=f"s-{key}",
+            disabled=extra.data is None,
+            help=extra.reason or f"the mask as a {extra.label} that imaging tools overlay on the scan",
+        )
 
 
 enforce_options()

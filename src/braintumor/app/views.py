@@ -1,7 +1,8 @@
 """What the page shows for one upload, computed without Streamlit (so it is testable on its own).
 
 Uploads are handled as bytes in memory only: nothing is written to disk or logged, and DICOM
-patient fields never reach the page (the reader keeps no identifying metadata).
+patient fields never reach the page: the reader keeps only those a DICOM SEG must carry, in the scan's source,
+and they leave only inside the SEG offered for download.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from PIL import Image
 from braintumor.errors import ScanError
 from braintumor.evaluation.metrics import area_cm2, dice
 from braintumor.imageio import Scan, load_scan
+from braintumor.imageio.registry import suffix_of
+from braintumor.imageio.writers import MaskError, mask_description, mask_writer
 from braintumor.inference import Analyzer, Result
 from braintumor.inference.render import boundary, caption_of, display_gray, heatmap, overlay
 from braintumor.inference.table import COLUMNS, csv_row
@@ -125,6 +128,17 @@ def outlines(pixels: np.ndarray, predicted: np.ndarray, expert: np.ndarray) -> I
     return Image.fromarray(rgb)
 
 
+@dataclass(frozen=True)
+class Download:
+    """A file the page offers, or why it cannot (``data`` None and ``reason`` set)."""
+
+    label: str
+    data: bytes | None
+    file_name: str
+    mime: str
+    reason: str | None = None
+
+
 @dataclass
 class View:
     name: str
@@ -168,6 +182,27 @@ class View:
     @property
     def json(self) -> str:
         return json.dumps(self.analysed[0].row(), indent=2)
+
+    @property
+    def stem(self) -> str:
+        """The upload's name without its suffix ("scan.nii.gz" → "scan"), for the names of downloads."""
+        suffix = suffix_of(self.name)
+        return self.name[: -len(suffix)] if suffix else self.name
+
+    @cached_property  # made once per rerun: a SEG takes highdicom a moment
+    def source_mask(self) -> Download | None:
+        """The mask in the upload's own format (DICOM SEG, NIfTI), as ``analyze --out`` writes it; None for
+        formats without one."""
+        result, scan, mask = self.analysed
+        writer = mask_writer(scan)
+        if writer is None:
+            return None
+        name = f"{self.stem}_mask{writer.suffix}"  # beside {stem}_mask.png
+        try:
+            data = writer.to_bytes(scan, mask, mask_description(result.label, result.confidence))
+        except MaskError as err:
+            return Download(writer.title, None, name, writer.media_type, str(err))
+        return Download(writer.title, data, name, writer.media_type)
 
     def area_text(self) -> str:
         r = self.analysed[0]

@@ -108,6 +108,7 @@ class Outputs:
         tools overlay it on the scan; returns warnings for the row (why no SEG could be written)."""
         from PIL import Image
 
+        from braintumor.imageio.writers import MaskError, mask_description, mask_writer
         from braintumor.inference.render import caption_of, overlay
 
         assert result.mask is not None and result.scan is not None, "add() writes files only for analysed results"
@@ -119,21 +120,18 @@ class Outputs:
                 image.convert("RGB").save(path, quality=90)
             else:
                 image.save(path, compress_level=1)
-        source, fmt = Path(result.file), result.scan.meta.get("format")
-        description = f"predicted {result.label} (confidence {result.confidence:.1%})"
-        if fmt == "DICOM":
-            from braintumor.imageio.dicom_seg import write_dicom_seg
-
-            warning = write_dicom_seg(
-                source, result.mask, result.scan.slice_index, description, self.out / "seg" / f"{stem}.dcm"
+        writer = mask_writer(result.scan)
+        if writer is None:
+            return []
+        try:
+            writer.write(
+                result.scan,
+                result.mask,
+                mask_description(result.label, result.confidence),
+                self.out / writer.folder / f"{stem}{writer.suffix}",
             )
-            return [warning] if warning else []
-        if fmt == "NIfTI":
-            from braintumor.imageio.nifti_mask import write_nifti_mask
-
-            write_nifti_mask(
-                source, result.mask, result.scan.slice_index, description, self.out / "masks" / f"{stem}.nii.gz"
-            )
+        except MaskError as err:  # the PNG mask stands; the row says why there is no SEG
+            return [str(err)]
         return []
 
     def _flush(self, block: bool = False) -> None:

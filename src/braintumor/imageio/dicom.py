@@ -1,7 +1,8 @@
 """DICOM through pydicom: PixelSpacing, rescale, MONOCHROME1, multi-frame, compressed syntaxes.
 
 Sizes are checked before decoding, a deflated dataset is inflated with a cap, and only the requested frame
-of a multi-frame file is decoded."""
+of a multi-frame file is decoded.  The scan keeps, as ``Scan.source``, the reduced copy of the dataset a DICOM
+SEG is made from (``dicom_seg.seg_source``: identity, geometry, required patient/study attributes; no pixels)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from braintumor.errors import ScanError
+from braintumor.imageio.dicom_seg import seg_source
 from braintumor.imageio.limits import check_declared_bytes, check_size, inflate
 from braintumor.imageio.scan import LUMA, Scan
 
@@ -59,6 +61,10 @@ def read_dicom(data: bytes, name: str, slice_index: int | None = None) -> Scan:
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         pixels = pixels.max() + pixels.min() - pixels  # inverted gray scale: high values are dark
     spacing, source = _spacing(ds)
+    try:
+        seg = seg_source(ds)
+    except Exception:  # an attribute only a SEG needs is unreadable: the slice is still analysed, without a SEG
+        seg = None
     return Scan(
         pixels=pixels.astype(np.float32),
         name=name,
@@ -66,7 +72,8 @@ def read_dicom(data: bytes, name: str, slice_index: int | None = None) -> Scan:
         spacing_source=source,
         n_slices=frames,
         slice_index=index,
-        meta={"format": "DICOM", "modality": str(ds.get("Modality", ""))},
+        meta={"modality": str(ds.get("Modality", ""))},
+        source=seg,
     )
 
 

@@ -4,16 +4,21 @@ highdicom builds the SEG from a *source* dataset and copies the patient and stud
 given, so it is given a reduced copy of the source: its identity (SOP, series, study UIDs), geometry, and only
 the patient/study attributes the standard requires (type 1 and 2 of the Patient and General Study modules;
 left empty where the source has none).  Nothing else of the source (other patient fields, clinical-trial
-attributes, institution or station of the scanner) reaches the SEG, and nothing identifying is invented."""
+attributes, institution or station of the scanner) reaches the SEG, and nothing identifying is invented.
+
+The DICOM reader keeps that reduced copy in ``Scan.source`` (``seg_source``): no pixel data (highdicom takes
+the rows, columns and geometry of a source image, not its pixels), so a SEG is made from the ``Scan`` alone,
+whether the slice came from a file or from an upload's bytes."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from braintumor.imageio.dicom import _dataset
+from braintumor.imageio.scan import DicomSource, Scan
+from braintumor.imageio.writers import MaskError
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -53,18 +58,25 @@ _KEPT = (
 )
 
 
-def write_dicom_seg(source: Path, mask: np.ndarray, frame: int, description: str, path: Path) -> str | None:
-    """Write ``mask`` (0/1 at the source's rows × columns) as a one-segment binary SEG of ``frame`` (0-based)
-    of the DICOM file ``source``.  Returns None when written, otherwise the reason no SEG was written."""
+def seg_source(ds: Dataset) -> DicomSource:
+    """What a SEG of ``ds`` needs from it, kept by the reader (see the module's docstring)."""
+    return DicomSource(_reduced(ds))
+
+
+def dicom_seg_bytes(scan: Scan, mask: np.ndarray, description: str) -> bytes:
+    """``mask`` (0/1 at the source's rows × columns) as a one-segment binary SEG of the analysed frame of the
+    DICOM ``scan``, as the bytes of a DICOM file.  Raises ``MaskError`` with the reason no SEG can be made."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     import braintumor
 
-    ds = _dataset(source.read_bytes(), str(source))
+    if not isinstance(scan.source, DicomSource):
+        raise MaskError("no DICOM SEG written: the scan was not read from a DICOM file")
+    ds, frame = scan.source.dataset, scan.slice_index
     missing = _missing(ds)
     if missing:
-        return f"no DICOM SEG written: the source lacks {', '.join(missing)}"
+        raise MaskError(f"no DICOM SEG written: the source lacks {', '.join(missing)}")
     algorithm = hd.AlgorithmIdentificationSequence(
         name="braintumor", version=braintumor.__version__, family=codes.cid7162.ArtificialIntelligence
     )
@@ -84,7 +96,7 @@ def write_dicom_seg(source: Path, mask: np.ndarray, frame: int, description: str
         ]
     try:
         seg = hd.seg.Segmentation(
-            source_images=[_reduced(ds)],
+            source_images=[ds],
             pixel_array=mask.astype(bool)[None],
             plane_positions=positions,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -103,10 +115,10 @@ def write_dicom_seg(source: Path, mask: np.ndarray, frame: int, description: str
             device_serial_number=braintumor.__version__,
         )  # type 1, and software has no serial number
     except (ValueError, TypeError, AttributeError, KeyError) as err:  # a source highdicom cannot derive from
-        return f"no DICOM SEG written: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(path)
-    return None
+        raise MaskError(f"no DICOM SEG written: {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+    buffer = io.BytesIO()
+    seg.save_as(buffer)
+    return buffer.getvalue()
 
 
 def _missing(ds: Dataset) -> list[str]:

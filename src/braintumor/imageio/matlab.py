@@ -37,7 +37,7 @@ def read_figshare_mat(data: bytes, name: str, slice_index: int | None = None) ->
         spacing_mm=spacing,
         spacing_source=source,
         mask=None if mask is None else (np.asarray(mask) > 0).astype(np.uint8),
-        meta={"format": "Figshare .mat", "label": label, "patient_id": fields.get("PID")},
+        meta={"label": label, "patient_id": fields.get("PID")},
     )
 
 

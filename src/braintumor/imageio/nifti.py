@@ -4,6 +4,7 @@ The header is checked before any data is read; a ``.nii.gz`` is streamed, so onl
 requested slice are ever inflated.  The slice is reoriented with the affine (nibabel's closest canonical
 RAS orientation) and displayed in the radiological convention of DICOM viewers: patient right on the image's
 left, anterior or superior at the top.  Spacing comes from ``pixdim`` converted from ``xyzt_units`` to mm.
+The scan keeps the image class and bare header as ``Scan.source``: what a NIfTI mask of the slice is saved with.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from braintumor.errors import ScanError
 from braintumor.imageio.limits import check_declared_bytes, check_size
+from braintumor.imageio.nifti_mask import nifti_source
 from braintumor.imageio.scan import Scan
 
 if TYPE_CHECKING:
@@ -67,7 +69,8 @@ def read_nifti(data: bytes, name: str, slice_index: int | None = None) -> Scan:
         spacing_source=source,
         n_slices=n,
         slice_index=index,
-        meta={"format": "NIfTI", "orientation": "".join(nib.aff2axcodes(image.affine))},
+        meta={"orientation": "".join(nib.aff2axcodes(image.affine))},
+        source=nifti_source(head),
     )
 
 

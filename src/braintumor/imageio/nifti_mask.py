@@ -2,27 +2,41 @@
 
 The mask comes in the displayed geometry of ``read_nifti`` (the slice reoriented to RAS, then shown
 radiologically); here that transform is inverted exactly, so the mask lands in the source array's own axes,
-in the analysed slice, and is saved with the source's header (qform, sform, pixdim, units) as uint8."""
+in the analysed slice, and is saved with the source's header (qform, sform, pixdim, units) as uint8.
+
+The NIfTI reader keeps the image class and the bare header in ``Scan.source`` (``nifti_source``), so a mask is
+made from the ``Scan`` alone, whether the slice came from a file or from an upload's bytes."""
 
 from __future__ import annotations
 
 import gzip
 import io
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # nibabel is imported where used (it is slow to import)
-    from nibabel import Nifti1Header, Nifti1Image
+from braintumor.imageio.scan import NiftiSource, Scan
+from braintumor.imageio.writers import MaskError
 
 
-def write_nifti_mask(source: Path, mask: np.ndarray, index: int, description: str, path: Path) -> None:
-    """Write ``mask`` (the displayed slice ``index`` of ``source``) as a 0/1 uint8 volume shaped like the source,
-    zero outside that slice."""
+def nifti_source(head: bytes) -> NiftiSource:
+    """The image class and the bare header of a NIfTI file whose (uncompressed) first bytes are ``head``, at least
+    the 540 of a NIfTI-2 header.  Only the header itself is kept: not the header extensions, which may carry the
+    source's DICOM attributes while a mask needs the geometry only."""
     import nibabel as nib
 
-    klass, header = _header(source)
+    klass = nib.Nifti1Image if head[344:348] == b"n+1\x00" else nib.Nifti2Image
+    header = klass.header_class.from_fileobj(io.BytesIO(head[: klass.header_class.sizeof_hdr]))
+    return NiftiSource(klass, header)
+
+
+def nifti_mask_bytes(scan: Scan, mask: np.ndarray, description: str) -> bytes:
+    """``mask`` (the displayed slice of the NIfTI ``scan``) as a gzipped 0/1 uint8 volume shaped like the source,
+    zero outside the analysed slice: the bytes of a ``.nii.gz`` file."""
+    import nibabel as nib
+
+    if not isinstance(scan.source, NiftiSource):
+        raise MaskError("no NIfTI mask written: the scan was not read from a NIfTI file")
+    klass, header = scan.source.image_class, scan.source.header.copy()  # the scan's own header stays as read
     shape = tuple(int(n) for n in header.get_data_shape())
     in_plane, n = shape[:2], shape[2] if len(shape) > 2 else 1  # the reader's axes: trailing singletons dropped
     ornt = nib.orientations.io_orientation(header.get_best_affine())  # the affine read_nifti reorients with
@@ -31,23 +45,11 @@ def write_nifti_mask(source: Path, mask: np.ndarray, index: int, description: st
     to_source = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), ornt)
     slab = nib.orientations.apply_orientation(canonical, to_source)  # R, A, S → the source array's axes
     volume = np.zeros((*in_plane, n), np.uint8)
-    volume[:, :, index] = slab[:, :, 0]
+    volume[:, :, scan.slice_index] = slab[:, :, 0]
     header.set_data_dtype(np.uint8)
     header["cal_min"], header["cal_max"] = 0, 1
     header["descrip"] = description.encode("ascii", "replace")[:79]
     header["aux_file"] = b""
-    nib.save(klass(volume.reshape(shape), None, header), path)  # an in-memory array is saved unscaled
-
-
-def _header(source: Path) -> tuple[type[Nifti1Image], Nifti1Header]:
-    """The image class and the bare header of ``source``, read as ``read_nifti`` reads it (gzip recognised by its
-    content, not the suffix).  Only the header's bytes are read: not the data, and not the header extensions,
-    which may carry the source's DICOM attributes while the mask needs its geometry only."""
-    import nibabel as nib
-
-    with open(source, "rb") as f:
-        compressed = f.read(2) == b"\x1f\x8b"
-    with gzip.open(source) if compressed else open(source, "rb") as stream:
-        head = stream.read(nib.Nifti2Header.sizeof_hdr)
-    klass = nib.Nifti1Image if head[344:348] == b"n+1\x00" else nib.Nifti2Image
-    return klass, klass.header_class.from_fileobj(io.BytesIO(head[: klass.header_class.sizeof_hdr]))
+    image = klass(volume.reshape(shape), None, header)  # an in-memory array is saved unscaled
+    # compresslevel 1 as nibabel's own .nii.gz; mtime 0: the same mask gives the same bytes
+    return gzip.compress(image.to_bytes(), compresslevel=1, mtime=0)

@@ -23,9 +23,8 @@ def read_raster(data: bytes, name: str, slice_index: int | None = None) -> Scan:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ScanError(name, "image dimensions exceed the decompression bomb limit") from None
         check_size(name, image.height, image.width)
-        fmt = image.format
         image.load()  # raises on truncated data
-    return Scan(pixels=to_gray(image), name=name, meta={"format": fmt, "colorful": _colorful(image)})
+    return Scan(pixels=to_gray(image), name=name, meta={"colorful": _colorful(image)})
 
 
 def to_gray(image: Image.Image) -> np.ndarray:

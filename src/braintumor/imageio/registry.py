@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,13 @@ _SUFFIX_FORMAT = {
 }
 SUPPORTED_SUFFIXES = tuple(_SUFFIX_FORMAT)
 RASTER_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
+#: How people write the formats whose registry name is not already that (``Scan.meta["format"]``, messages).
+_DISPLAY_NAMES = {"dicom": "DICOM", "nifti": "NIfTI", "matlab": "Figshare .mat"}
+
+
+def format_name(fmt: str | None) -> str:
+    """The display name of a registry format name: "dicom" → "DICOM", "PNG" → "PNG"."""
+    return "unknown format" if fmt is None else _DISPLAY_NAMES.get(fmt, fmt)
 
 
 def suffix_of(name: str) -> str:
@@ -111,7 +119,7 @@ def load_scan(source: Source, name: str | None = None, slice_index: int | None =
         raise ScanError(name, "image too large to decode") from None
     except Exception as err:  # third-party decoders raise anything; the user gets one line
         raise ScanError(name, f"cannot read {fmt} data ({type(err).__name__}: {_first_line(err)})") from None
-    return _checked(scan)
+    return _checked(replace(scan, format=fmt, meta={**scan.meta, "format": format_name(fmt)}))
 
 
 def _first_line(err: Exception) -> str:

@@ -4,17 +4,42 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+
+if TYPE_CHECKING:  # pydicom and nibabel are imported where used (they are slow to import)
+    from nibabel import Nifti1Header, Nifti1Image
+    from pydicom import Dataset
 
 #: ITU-R BT.601 weights: colour-encoded slices (RGB PNG, RGB DICOM) → one gray channel.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass(frozen=True)
+class DicomSource:
+    """What a DICOM SEG of the slice takes from its source file: a reduced copy of the dataset (identity, geometry
+    and the patient/study attributes a SEG must carry; no pixel data), see ``dicom_seg.seg_source``."""
+
+    dataset: Dataset
+
+
+@dataclass(frozen=True)
+class NiftiSource:
+    """What a NIfTI mask of the slice takes from its source file: the image class (NIfTI-1 or -2) and the bare
+    header (geometry, units; no data scaling is applied to a mask, and no header extensions are kept)."""
+
+    image_class: type[Nifti1Image]  # Nifti2Image is a subclass
+    header: Nifti1Header  # Nifti2Header is a subclass; writers change a copy, never this one
+
+
+@dataclass(frozen=True)
 class Scan:
-    """A 2-D float32 slice with in-plane spacing ``(row, col)`` in mm, or ``None`` when unknown."""
+    """A 2-D float32 slice with in-plane spacing ``(row, col)`` in mm, or ``None`` when unknown.
+
+    ``format`` is the registry's name of the file's format ("PNG", "dicom", "nifti", … as in
+    ``registry.sniff``; None for a slice not read from a file), and ``source`` what a mask in that format
+    (``writers.MASK_WRITERS``) needs from the file, so a mask can be written without the file's path."""
 
     pixels: np.ndarray
     name: str
@@ -23,7 +48,9 @@ class Scan:
     n_slices: int = 1  # slices/frames in the file (NIfTI volume, multi-frame DICOM)
     slice_index: int = 0
     mask: np.ndarray | None = None  # expert mask carried by the file (Figshare .mat)
-    meta: dict = field(default_factory=dict)  # non-identifying facts (format, label, patient id for datasets)
+    meta: dict = field(default_factory=dict)  # non-identifying facts (format's display name, label, patient id…)
+    format: str | None = None
+    source: DicomSource | NiftiSource | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -35,7 +62,8 @@ class Scan:
         return replace(self, spacing_mm=as_spacing(spacing_mm), spacing_source=source)
 
     def resized(self, height: int, width: int) -> Scan:
-        """Resample to ``height × width``; the spacing is rescaled so physical size is preserved."""
+        """Resample to ``height × width``; the spacing is rescaled so physical size is preserved.  The source is
+        dropped: a mask at the new size no longer lies on the file's pixels."""
         from PIL import Image
 
         h, w = self.shape
@@ -48,7 +76,7 @@ class Scan:
         spacing = None
         if self.spacing_mm is not None:
             spacing = (self.spacing_mm[0] * h / height, self.spacing_mm[1] * w / width)
-        return replace(self, pixels=pixels, mask=mask, spacing_mm=spacing)
+        return replace(self, pixels=pixels, mask=mask, spacing_mm=spacing, source=None)
 
 
 def as_spacing(value: float | tuple[float, float] | list[float]) -> tuple[float, float]:

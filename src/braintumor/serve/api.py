@@ -23,6 +23,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from braintumor import __version__
 from braintumor.bundle import to_json
 from braintumor.errors import ScanError
+from braintumor.imageio import load_scan
+from braintumor.imageio.registry import format_name
+from braintumor.imageio.writers import MASK_KINDS, MASK_WRITERS, MaskError, mask_description
 from braintumor.inference import Analyzer
 
 if TYPE_CHECKING:
@@ -104,13 +107,44 @@ def mask_png(mask: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def analyze_bytes(analyzer: Analyzer, data: bytes, name: str, spacing_mm: float | None, with_mask: bool) -> dict:
-    """One ``analyze --json`` line for an upload (runs in a worker thread)."""
-    result = analyzer.analyze(data, spacing_mm=spacing_mm, name=name)
+#: ``POST /analyze?mask=…``: the PNG of any upload, or the mask in the upload's own format (``MASK_WRITERS``);
+#: the endpoint's ``mask`` parameter spells these out (a Literal, so FastAPI checks and documents them)
+MASK_KINDS_ACCEPTED = ("png", *MASK_KINDS)
+MASK_HELP = (
+    "Add the mask to the answer, base64-encoded: 'png' as `mask_png` (0/255, the image's size, any upload); "
+    "'seg' as `mask_seg`, a DICOM Segmentation (binary, one segment) of the analysed frame that references the "
+    "upload (DICOM uploads with study/series/frame-of-reference UIDs and plane geometry); 'nifti' as `mask_nifti`, "
+    "a gzipped NIfTI (.nii.gz) of uint8 0/1 with the upload's shape and header geometry, zero outside the analysed "
+    "slice (NIfTI uploads).  A mask the upload cannot have is a 422."
+)
+
+
+def check_mask_kind(kind: str | None, fmt: str | None, name: str) -> None:
+    """A ``ScanError`` (→ 422) for a mask the upload's format has no writer for, before any analysis."""
+    if kind in MASK_KINDS and MASK_KINDS[kind] != fmt:
+        needs = format_name(MASK_KINDS[kind])
+        raise ScanError(name, f"mask={kind} needs a {needs} upload; this is a {format_name(fmt)}")
+
+
+def analyze_bytes(analyzer: Analyzer, data: bytes, name: str, spacing_mm: float | None, mask: str | None) -> dict:
+    """One ``analyze --json`` line for an upload, with ``mask_<kind>`` when ``mask`` asks (runs in a worker thread).
+    Raises ``ScanError`` for an unreadable upload and for a mask it cannot have."""
+    scan = load_scan(data, name=name)
+    check_mask_kind(mask, scan.format, name)
+    result = analyzer.analyze(scan, spacing_mm=spacing_mm, name=name)
     row = result.row()
-    if with_mask:
-        assert result.mask is not None  # analyze raises ScanError rather than return an error result
+    if mask is None:
+        return row
+    assert result.mask is not None and result.scan is not None  # analyze raises rather than return an error result
+    if mask == "png":
         row["mask_png"] = mask_png(result.mask)
+        return row
+    writer = MASK_WRITERS[MASK_KINDS[mask]]
+    try:
+        encoded = writer.to_bytes(result.scan, result.mask, mask_description(result.label, result.confidence))
+    except MaskError as err:  # e.g. a DICOM without the geometry a SEG lies on
+        raise ScanError(name, str(err)) from None
+    row[f"mask_{writer.kind}"] = base64.b64encode(encoded).decode("ascii")
     return row
 
 
@@ -132,7 +166,10 @@ def create_app(
         "/analyze",
         responses={
             413: {"description": "upload over the size limit"},
-            422: {"description": "unreadable scan: `detail` is `<file>: <reason>`"},
+            422: {
+                "description": "unreadable scan, or a `mask` the upload cannot have (`mask=seg` on a PNG, a DICOM "
+                "without geometry): `detail` is `<file>: <reason>`"
+            },
             503: {"description": "every analysis slot is busy; see Retry-After"},
         },
     )
@@ -141,16 +178,16 @@ def create_app(
         spacing_mm: float | None = Form(
             None, gt=0, allow_inf_nan=False, description="pixel size (mm) for files that carry none"
         ),
-        mask: Literal["png"] | None = Query(
-            None, description="'png': add the mask (0/255, the image's size) as base64 `mask_png`"
-        ),
+        mask: Literal["png", "seg", "nifti"] | None = Query(None, description=MASK_HELP),
     ) -> dict:
-        """The JSON object one line of ``braintumor analyze --json`` prints."""
+        """The JSON object one line of ``braintumor analyze --json`` prints; with ``mask``, plus the mask as a
+        base64 string: ``mask_png`` (PNG, 0/255), ``mask_seg`` (DICOM SEG file of a DICOM upload) or
+        ``mask_nifti`` (``.nii.gz`` of a NIfTI upload), the same files ``analyze --out`` writes."""
         with slots.take():
             data = await file.read()
             try:
                 return await run_in_threadpool(
-                    analyze_bytes, analyzer, data, upload_name(file.filename), spacing_mm, mask == "png"
+                    analyze_bytes, analyzer, data, upload_name(file.filename), spacing_mm, mask
                 )
             except ScanError as err:
                 raise HTTPException(422, str(err)) from None
