@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -54,6 +55,7 @@ def test_training_patients_never_validate(tiny_model):
     assert all(len(s) == 1 for s in sides.values()) and {"train", "val"} == {r["split"] for r in rows}
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_and_resume(tiny_data, tmp_path):
     a = train(TrainConfig(data=tiny_data, out=tmp_path / "a", size=32, epochs=1, batch_size=4, folds=4, progress=False))
     b = train(TrainConfig(data=tiny_data, out=tmp_path / "b", size=32, epochs=1, batch_size=4, folds=4, progress=False))
@@ -110,6 +112,7 @@ def test_init_fine_tunes_at_another_size_and_guards_validation(tiny_model, tiny_
         )
 
 
+@pytest.mark.slow
 def test_init_default_is_the_shipped_model(tiny_data, tmp_path):
     from braintumor.bundle import DEFAULT_MODEL_DIR
 
@@ -122,6 +125,7 @@ def test_init_default_is_the_shipped_model(tiny_data, tmp_path):
     assert json.loads((out / "card.json").read_text())["training"]["initialised_from"]["weights_sha256"] == shipped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["seed_unet", "inception_v3"])
 def test_reference_architectures_train(tiny_data, tmp_path, arch):
     out = train(
@@ -256,3 +260,25 @@ def test_a_resume_killed_before_it_ends_keeps_the_earlier_epochs(tmp_path):
     _prepend_rows(log, earlier)
     assert [r["epoch"] for r in csv_rows(log)] == ["0", "1", "2", "3"]
     assert not (tmp_path / "metrics.before-resume.csv").exists()
+
+
+def test_train_config_is_the_one_source_of_the_options(tmp_path):
+    """Parsing ``to_argv`` gives the configuration back; cv offers every option but those it sets per fold."""
+    import argparse
+
+    from braintumor.training.config import TrainConfig, plan_folds
+
+    cfg = TrainConfig(data=tmp_path / "d", out=tmp_path / "o", epochs=3, lr=1e-3, keep="last", init=tmp_path / "m")
+    parser = argparse.ArgumentParser()
+    TrainConfig.add_options(parser)
+    assert TrainConfig.from_args(parser.parse_args(cfg.to_argv())) == replace(cfg, size=cfg.input_size)
+    cv = argparse.ArgumentParser()
+    TrainConfig.add_options(cv, scope="cv")
+    flags = {a.option_strings[0] for a in cv._actions if a.option_strings}
+    assert {"--data", "--epochs", "--workers"} <= flags and not {"--val-fold", "--keep", "--resume"} & flags
+    plan = plan_folds(cfg, tmp_path / "runs", range(2), final=True)
+    assert [(c.out.name, c.val_fold, c.keep, c.all_patients) for c in plan.values()] == [
+        ("fold0", 0, "last", False),
+        ("fold1", 1, "last", False),
+        ("final", 0, "last", True),
+    ]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from braintumor import __version__
 from braintumor.errors import ScanError
+from braintumor.training.config import TrainConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,25 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="CSV with a 'fold' column")
 
     t = sub.add_parser("train", help="train a model folder on a dataset (needs the 'train' extra)")
-    _train_options(t)
-    t.add_argument("--val-fold", type=int, default=0)
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
-    t.add_argument(
-        "--keep", choices=["best", "last"], default="best", help="the epoch written: best validation score, or last"
-    )
-    t.add_argument(
-        "--all-patients",
-        action="store_true",
-        help="train on every patient, no validation fold, keep the last epoch: the final model of a recipe that "
-        "cross-validation ('braintumor cv') has fixed",
-    )
+    TrainConfig.add_options(t)
 
     v = sub.add_parser(
         "cv",
         help="patient-level k-fold cross-validation: one model per fold, each evaluated on "
         "its unseen fold → cv.csv, cv.md, pooled/ (resumable fold by fold)",
     )
-    _train_options(v)
+    TrainConfig.add_options(v, scope="cv")
     v.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (by patient)")
     v.add_argument(
         "--final",
@@ -175,42 +165,6 @@ def _server_options(p: argparse.ArgumentParser, port: int) -> None:
     """Where the page or the API listens; loopback unless the user says otherwise."""
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=port)
-
-
-def _train_options(t: argparse.ArgumentParser) -> None:
-    """Options shared by ``train`` and ``cv`` (one recipe, trained once or once per fold)."""
-    t.add_argument("--data", type=Path, required=True)
-    t.add_argument("--out", type=Path, required=True)
-    t.add_argument(
-        "--arch", default="multitask_unet", help="multitask_unet (default), seed_unet, inception_v3, alexnet, mlp"
-    )
-    t.add_argument("--size", type=int, help="input side in px (default: the architecture's)")
-    t.add_argument("--epochs", type=int, default=40)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--folds", type=int, default=5)
-    t.add_argument("--max-minutes", type=float, help="stop after this much training time")
-    t.add_argument(
-        "--patience",
-        type=int,
-        default=12,
-        help="early stopping patience (epochs); none with --keep last, cv or --all-patients",
-    )
-    t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
-    t.add_argument("--devices", default="auto", help="number of devices/processes, or auto")
-    t.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn …")
-    t.add_argument("--precision", help="bf16-mixed (default: GPU, AMX CPU), 32 (default: other CPUs), 16-mixed")
-    t.add_argument("--limit-per-class", type=int, help="train on a small sample (smoke test)")
-    t.add_argument("--pretrained", action="store_true", help="ImageNet weights (inception_v3; needs timm + download)")
-    t.add_argument(
-        "--init",
-        type=Path,
-        help="start from this model folder's weights ('default': the shipped model), "
-        "e.g. to fine-tune on your data or at a larger --size; for cv, a CV folder continues its recipe "
-        "(each fold from the same fold's model, the final model from its final/)",
-    )
-    t.add_argument("--workers", type=int, default=0, help="data loader processes")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,29 +25,31 @@ import tarfile
 import time
 from pathlib import Path
 
+from braintumor.training.config import TrainConfig, plan_folds
+
 KEPT = ("card.json", "split.csv", "logs/metrics.csv", "curves.png")  # per run, into the archive
 PROBE_EPOCHS = 2  # --minutes: how long a probe of every run at once trains before the epoch count is chosen
 PACK_SECONDS = 30  # kept at the end of --minutes for the weights and the archive
 
 
 def commands(args: argparse.Namespace) -> dict[str, list[str]]:
-    """Each run's ``braintumor train`` command line, by run name (fold0 … foldK-1, final)."""
-    common = [
-        "--data", str(args.data), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-        "--lr", f"{args.lr:g}", "--seed", str(args.seed), "--folds", str(args.folds),
-        "--accelerator", args.accelerator, "--workers", str(args.workers),
-    ]  # fmt: skip
-    for flag, value in (("--size", args.size), ("--max-minutes", args.max_minutes)):
-        if value:
-            common += [flag, f"{value:g}"]
-    train = [sys.executable, "-m", "braintumor.cli", "train"]
-    runs = {
-        f"fold{k}": [*train, "--out", str(args.runs / f"fold{k}"), *common, "--val-fold", str(k), "--keep", "last"]
-        for k in range(args.folds)
-    }
-    if not args.no_final:
-        runs["final"] = [*train, "--out", str(args.runs / "final"), *common, "--all-patients"]
-    return runs
+    """Each run's ``braintumor train`` command line, by run name (fold0 … foldK-1, final): the plan of
+    ``braintumor cv --final`` (``plan_folds``), written by ``TrainConfig.to_argv``."""
+    base = TrainConfig(
+        data=args.data,
+        out=args.runs,
+        size=args.size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        folds=args.folds,
+        accelerator=args.accelerator,
+        num_workers=args.workers,
+        max_minutes=args.max_minutes,
+    )
+    plan = plan_folds(base, args.runs, range(args.folds), final=not args.no_final)
+    return {name: [sys.executable, "-m", "braintumor.cli", "train", *cfg.to_argv()] for name, cfg in plan.items()}
 
 
 def run_all(runs: dict[str, list[str]], logs: Path, threads: int, deadline: float | None = None) -> dict[str, dict]:

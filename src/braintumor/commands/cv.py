@@ -3,9 +3,9 @@
 import argparse
 import logging
 
-from braintumor.commands.train import config
 from braintumor.evaluation.crossval import cross_validate
 from braintumor.evaluation.report import classification_summary, segmentation_summary
+from braintumor.training.config import TrainConfig
 
 
 def run(args: argparse.Namespace) -> int:
@@ -14,7 +14,7 @@ def run(args: argparse.Namespace) -> int:
         return _ensemble(args)
     if args.fold:
         raise ValueError("--fold needs --ensemble: the folder where the fold is kept as a member")
-    report = cross_validate(config(args), n_boot=args.bootstrap, final=args.final)
+    report = cross_validate(TrainConfig.from_args(args), n_boot=args.bootstrap, final=args.final)
     print(
         f"{args.folds}-fold CV, pooled out of fold: {classification_summary(report)}, "
         f"{segmentation_summary(report)} → {args.out / 'cv.md'}"
@@ -33,7 +33,7 @@ def _ensemble(args: argparse.Namespace) -> int:
     if bad:
         raise ValueError(f"--fold {bad[0]}: choose a fold from 0 to {args.folds - 1}")
     for fold in folds:
-        member = train_fold(config(args), fold, args.ensemble, n_boot=args.bootstrap)
+        member = train_fold(TrainConfig.from_args(args), fold, args.ensemble, n_boot=args.bootstrap)
         print(f"fold {fold}: member {member}")
     print((args.ensemble / "cv.md").read_text(), end="")
     return 0

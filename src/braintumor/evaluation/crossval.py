@@ -21,7 +21,8 @@ from braintumor.data import read_manifest
 from braintumor.evaluation.evaluate import SliceOutcome, evaluate, summarise
 from braintumor.evaluation.report import write_report
 from braintumor.models import ARCHITECTURES
-from braintumor.training.run import TrainConfig, train
+from braintumor.training.config import TrainConfig, plan_folds
+from braintumor.training.run import train
 
 #: report.json keys tabulated per fold (None where a fold has no value)
 METRICS = (
@@ -86,9 +87,8 @@ def cross_validate(base: TrainConfig, n_boot: int = 1000, final: bool = False) -
         raise ValueError(f"--final needs a model that outlines and classifies (multitask_unet), not {base.arch}")
     out = Path(base.out)
     out.mkdir(parents=True, exist_ok=True)
-    for fold in range(base.folds):
-        # the last epoch: the fold being scored must not also choose the epoch
-        cfg = replace(base, out=fold_dir(out, fold), val_fold=fold, keep="last", init=fold_start(base, fold))
+    for fold, planned in enumerate(plan_folds(base, out, range(base.folds)).values()):
+        cfg = replace(planned, init=fold_start(base, fold))
         if not is_model_folder(cfg.out):
             train(replace(cfg, resume=(cfg.out / "checkpoints" / "last.ckpt").is_file()))
         check_fold(cfg)
@@ -148,7 +148,8 @@ def finish(base: TrainConfig, models: list, out: Path, n_boot: int) -> dict:
     final = out / "final"
     if not is_model_folder(final):
         resume = (final / "checkpoints" / "last.ckpt").is_file()
-        train(replace(base, out=final, all_patients=True, keep="last", resume=resume, init=fold_start(base, None)))
+        planned = plan_folds(base, out, [], final=True)["final"]
+        train(replace(planned, resume=resume, init=fold_start(base, None)))
     block, features = calibrate_from_folds(base.data, models, Analyzer(final), progress=base.progress)
     store(final, block, features)
     card = replace(read_card(final), postprocessing=chosen, cross_validation=cv_block(base, rows, report))

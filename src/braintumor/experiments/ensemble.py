@@ -31,7 +31,8 @@ from braintumor.data.patient_keys import trained_groups
 from braintumor.data.splits import group_of
 from braintumor.evaluation.evaluate import SliceOutcome, evaluate, summarise
 from braintumor.evaluation.report import write_report
-from braintumor.training.run import TrainConfig, train
+from braintumor.training.config import TrainConfig, plan_folds
+from braintumor.training.run import train
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def train_fold(base: TrainConfig, fold: int, ensemble: Path, n_boot: int = 1000)
         check_member_split(records, member, read_card(member))
         log.info("%s: already a member, its split agrees with today's; not trained again", member)
         return member
-    cfg = replace(base, out=Path(base.out) / name, val_fold=fold, keep="last", init=None)
+    cfg = replace(plan_folds(base, base.out, [fold])[name], init=None)
     if not is_model_folder(cfg.out):
         train(replace(cfg, resume=(cfg.out / "checkpoints" / "last.ckpt").is_file()))
     analyzer = Analyzer(cfg.out)

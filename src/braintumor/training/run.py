@@ -7,16 +7,16 @@ import logging
 import platform
 import time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from braintumor import CLASSES
 from braintumor.data import Record, read_manifest, train_val_test_split, write_manifest
 from braintumor.models import ARCHITECTURES, DESCRIPTIONS
+from braintumor.training.config import LOGS, TrainConfig
 
 if TYPE_CHECKING:  # torch is imported where training starts
     from torch import nn
@@ -24,88 +24,6 @@ if TYPE_CHECKING:  # torch is imported where training starts
     from braintumor.bundle import Training
 
 log = logging.getLogger(__name__)
-LOGS = "logs"  # the run folder's CSV log folder
-
-
-def cpu_has_amx() -> bool:
-    """Whether this CPU multiplies bf16 in AMX tiles (torch's own check; private, so absent means no)."""
-    import torch
-
-    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
-
-
-@dataclass
-class TrainConfig:
-    data: Path
-    out: Path
-    arch: str = "multitask_unet"
-    size: int | None = None  # input side; None = the architecture's default
-    epochs: int = 40
-    batch_size: int = 16
-    lr: float = 2e-3
-    seed: int = 0
-    folds: int = 5
-    val_fold: int = 0
-    max_minutes: float | None = None
-    patience: int = 12
-    devices: str | int = "auto"
-    accelerator: str = "auto"
-    strategy: str = "auto"
-    precision: str | None = None  # default: see ``training_precision``
-    limit_per_class: int | None = None  # a quick run on a sample of the data
-    pretrained: bool = False
-    resume: bool = False
-    init: Path | None = None  # a model folder whose weights start the run ("default": the shipped model)
-    num_workers: int = 0
-    progress: bool = True
-    # "best": the epoch of the highest validation score; "last": the final epoch, for runs whose validation fold
-    # must not choose anything (cross-validation scores that fold)
-    keep: str = "best"
-    # every patient in training, no validation fold: the final model once cross-validation has fixed the recipe
-    # and its epoch count (standard practice; the CV figures are its accuracy estimate)
-    all_patients: bool = False
-
-    @property
-    def input_size(self) -> int:
-        return self.size or ARCHITECTURES[self.arch][1]
-
-    @property
-    def training_precision(self) -> str:
-        """``precision``, else bf16-mixed on a GPU or on a CPU with AMX bf16 tiles, 32 on other CPUs. Measured on
-        2-core machines (160 px, batch 16, channels-last): with AMX, an epoch of dev took 88 s in bf16 and 140 s
-        in fp32; with AVX-512 but no AMX, bf16 was slower (0.95 vs 0.71 s a step)."""
-        if self.precision:
-            return self.precision
-        return "bf16-mixed" if self.on_gpu or cpu_has_amx() else "32"
-
-    @property
-    def command(self) -> str:
-        """The ``braintumor train`` command line that reruns this configuration."""
-        return (
-            f"braintumor train --data {self.data} --out {self.out} --arch {self.arch} --size {self.input_size} "
-            f"--epochs {self.epochs} --batch-size {self.batch_size} --lr {self.lr:g} --seed {self.seed}"
-            + (" --all-patients" if self.all_patients else f" --folds {self.folds} --val-fold {self.val_fold}")
-            + (f" --precision {self.precision}" if self.precision else "")
-            + (" --keep last" if self.keep == "last" and not self.all_patients else "")
-            + (f" --max-minutes {self.max_minutes:g}" if self.max_minutes else "")
-            + (f" --init {self.init}" if self.init else "")
-        )
-
-    @property
-    def on_gpu(self) -> bool:
-        import torch
-
-        return self.accelerator in ("gpu", "cuda") or (self.accelerator == "auto" and torch.cuda.is_available())
-
-    @property
-    def deterministic(self) -> bool | Literal["warn"]:
-        """Deterministic algorithms on a CPU; on a GPU only a warning where an operation has none, since torch
-        refuses to run such an operation (some pooling and padding backward passes) in a strict run."""
-        return "warn" if self.on_gpu else True
-
-    @property
-    def metrics_csv(self) -> Path:
-        return Path(self.out) / LOGS / "metrics.csv"
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -149,7 +67,7 @@ def train(cfg: TrainConfig) -> Path:
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
         accelerator=cfg.accelerator,
-        devices=cfg.devices,
+        devices=cfg.lightning_devices,
         strategy=cfg.strategy,
         precision=cfg.training_precision,  # type: ignore[arg-type]  # a str from --precision; Lightning checks it
         max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
