@@ -15,7 +15,7 @@ from braintumor.commands.analyze import COLUMNS
 from braintumor.data import load_mask, read_manifest
 from braintumor.data.patient_keys import trained_groups
 from braintumor.data.splits import group_of
-from braintumor.errors import ScanError
+from braintumor.errors import ModelFolderError
 from braintumor.evaluation.metrics import dice
 from braintumor.inference import Analyzer
 from conftest import csv_rows
@@ -56,10 +56,10 @@ def test_tampered_weights_are_refused(tmp_path):
     data = bytearray((copy / ONNX).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (copy / ONNX).write_bytes(bytes(data))
-    with pytest.raises(ScanError, match="SHA-256 does not match"):
+    with pytest.raises(ModelFolderError, match="SHA-256 does not match"):
         Analyzer.load(copy)
     (copy / WEIGHTS).write_bytes((copy / WEIGHTS).read_bytes()[:-10])
-    with pytest.raises(ScanError, match="refusing to load"):
+    with pytest.raises(ModelFolderError, match="refusing to load"):
         verified_file(copy, WEIGHTS)
 
 

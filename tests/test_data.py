@@ -20,7 +20,7 @@ from braintumor.data import (
     train_val_test_split,
 )
 from braintumor.data.manifest import figshare_patient
-from braintumor.errors import ScanError
+from braintumor.errors import DatasetError
 from conftest import csv_rows, write_figshare_mat
 
 
@@ -73,13 +73,13 @@ def test_class_folders_with_parallel_masks(tmp_path):
 def test_class_folders_missing_mask_is_an_error(tmp_path):
     _save(tmp_path / "Training" / "glioma" / "G1.jpg", np.zeros((32, 32), np.uint8))
     (tmp_path / "Masks" / "glioma").mkdir(parents=True)
-    with pytest.raises(ScanError, match="no mask found"):
+    with pytest.raises(DatasetError, match="no mask found"):
         read_manifest(tmp_path / "Training")
 
 
 def test_class_folders_unknown_class(tmp_path):
     _save(tmp_path / "data" / "astrocytoma" / "a.png", np.zeros((32, 32), np.uint8))
-    with pytest.raises(ScanError, match="unknown class name"):
+    with pytest.raises(DatasetError, match="unknown class name"):
         read_manifest(tmp_path / "data")
 
 
@@ -101,10 +101,10 @@ def test_index_layout_errors(tmp_path):
         "spacing_mm": "0.98",
     }
     _index(tmp_path, [row])
-    with pytest.raises(ScanError, match="missing"):
+    with pytest.raises(DatasetError, match="missing"):
         read_manifest(tmp_path)
     _index(tmp_path, [{**row, "mask": ""}, {**row, "mask": ""}])
-    with pytest.raises(ScanError, match="duplicate id 'a'"):
+    with pytest.raises(DatasetError, match="duplicate id 'a'"):
         read_manifest(tmp_path)
 
 

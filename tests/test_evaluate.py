@@ -104,10 +104,10 @@ def test_evaluate_on_its_own_training_set_says_nothing_is_unseen(tiny_data):
     from braintumor.bundle import SplitRecipe, Training
     from braintumor.data import read_manifest
     from braintumor.data.patient_keys import key_block
-    from braintumor.errors import ScanError
+    from braintumor.errors import DatasetError
     from braintumor.evaluation.evaluate import select_rows
 
     records = read_manifest(tiny_data)
     training = Training("d", "all", SplitRecipe(all_patients=True), patient_keys=key_block(records))
-    with pytest.raises(ScanError, match=r"nothing unseen to score.*cross-validation in its card"):
+    with pytest.raises(DatasetError, match=r"nothing unseen to score.*cross-validation in its card"):
         select_rows(records, [training], "unseen")

@@ -23,7 +23,7 @@ from braintumor.data.patient_keys import (
     trained_keys,
 )
 from braintumor.data.splits import group_of
-from braintumor.errors import ScanError
+from braintumor.errors import ModelFolderError
 from braintumor.training.run import TrainConfig, train
 
 CANDIDATES = 10**8  # every 8-digit hospital record number
@@ -113,16 +113,16 @@ def _training(keys, start=(), unsalted=False):
 
 def test_cards_without_salted_keys_are_refused():
     records = [_record(1, "alice")]
-    with pytest.raises(ScanError, match=r"unsalted SHA-256 keys .*re-create the card"):
+    with pytest.raises(ModelFolderError, match=r"unsalted SHA-256 keys .*re-create the card"):
         trained_keys(_training(None, unsalted=True))
-    with pytest.raises(ScanError, match="does not list its training patients"):
+    with pytest.raises(ModelFolderError, match="does not list its training patients"):
         trained_keys(_training(None))
-    with pytest.raises(ScanError, match="does not list its training patients"):
+    with pytest.raises(ModelFolderError, match="does not list its training patients"):
         trained_keys(None)
     cheap = KeyParams(salt=b"s" * 16, n=16, r=1, p=1)
-    with pytest.raises(ScanError, match="too cheap"):
+    with pytest.raises(ModelFolderError, match="too cheap"):
         trained_groups(records, [_training(key_block(records, cheap))])
-    with pytest.raises(ScanError, match="unsupported"):
+    with pytest.raises(ModelFolderError, match="unsupported"):
         trained_keys(_training({"kdf": "sha256", "keys": []}))
 
 

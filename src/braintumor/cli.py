@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from braintumor import __version__
-from braintumor.errors import ScanError
+from braintumor.errors import UserError, missing_extra
 from braintumor.training.config import TrainConfig
 
 
@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
         "area in cm². Research and education only; not a medical device.",
     )
     p.add_argument("--version", action="version", version=f"braintumor {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the traceback of errors reported in one line")
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("analyze", help="analyse scans (files or folders) with the shipped or a given model")
@@ -195,14 +196,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from braintumor.commands.app import run
         return int(run(args) or 0)
-    except (ScanError, ValueError, FileNotFoundError) as err:
+    except UserError as err:
+        if args.debug:
+            raise
         print(f"braintumor {args.command}: error: {err}", file=sys.stderr)
         return 2
     except ImportError as err:
-        print(
-            f"braintumor {args.command}: error: {err.name or err} is not installed; pip install 'braintumor[all]'",
-            file=sys.stderr,
-        )
+        extra = missing_extra(err)  # an optional package; any other ImportError is a bug: its traceback shows
+        if extra is None or args.debug:
+            raise
+        print(f"braintumor {args.command}: error: {extra}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from braintumor.bundle.card import FileEntry, Member, ModelCard
 from braintumor.bundle.migrate import migrate
-from braintumor.errors import ScanError
+from braintumor.errors import ModelFolderError
 
 CARD, WEIGHTS, ONNX, OOD = "card.json", "model.safetensors", "model.onnx", "ood.safetensors"
 #: the files a card pins by checksum
@@ -26,10 +26,6 @@ MODEL_FILES = (WEIGHTS, ONNX, OOD)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
 
 C = TypeVar("C")
-
-
-class ModelFolderError(ScanError):
-    """A model folder that cannot be used: missing, malformed, tampered with; ``str(err)`` names the file."""
 
 
 def sha256(path: str | Path) -> str:

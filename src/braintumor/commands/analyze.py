@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from braintumor.errors import OptionError
 from braintumor.imageio.registry import SUPPORTED_SUFFIXES, suffix_of
 from braintumor.inference.table import COLUMNS, csv_row
 
@@ -151,17 +152,18 @@ class Outputs:
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
     import os
 
     from braintumor.inference import Analyzer
 
-    if args.spacing_mm is not None and not args.spacing_mm > 0:
-        raise ValueError(f"--spacing-mm must be a positive number of millimetres, got {args.spacing_mm}")
+    if args.spacing_mm is not None and not (math.isfinite(args.spacing_mm) and args.spacing_mm > 0):
+        raise OptionError("--spacing-mm", f"must be a positive number of millimetres, got {args.spacing_mm}")
     if args.resume and not args.out:
-        raise ValueError("--resume needs --out (it skips the files already in OUT/results.csv)")
+        raise OptionError("--resume", "needs --out (it skips the files already in OUT/results.csv)")
     files = expand(args.inputs)
     if not files:
-        raise ValueError("no scans found in the given inputs")
+        raise OptionError("inputs", "no scans found in the given files and folders")
     stems = dict(zip(map(str, files), _stems(files), strict=True))
     done = _done(args.out / "results.csv") if args.resume else set()
     todo = [f for f in files if str(f) not in done]

@@ -10,6 +10,7 @@ from typing import NoReturn
 
 from braintumor.app.views import STREAMLIT_OPTIONS
 from braintumor.commands.exposure import exposure_warning
+from braintumor.errors import MissingExtra
 
 PAGE = Path(__file__).resolve().parent.parent / "app" / "page.py"
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> NoReturn:
     import importlib.util
 
     if importlib.util.find_spec("streamlit") is None:
-        raise ValueError("the web app needs Streamlit: pip install 'braintumor[app]'")
+        raise MissingExtra("streamlit", "not installed; the web page needs it: pip install 'braintumor[app]'")
     warning = exposure_warning(args.host)
     if warning:
         print(warning, file=sys.stderr)

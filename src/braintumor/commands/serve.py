@@ -7,14 +7,17 @@ import importlib.util
 import sys
 
 from braintumor.commands.exposure import exposure_warning
+from braintumor.errors import MissingExtra, OptionError
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; uvicorn then finishes the requests in flight and frees the port."""
     if any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "multipart")):
-        raise ValueError("the HTTP API needs FastAPI and uvicorn: pip install 'braintumor[serve]'")
+        raise MissingExtra(
+            "fastapi", "not installed; the HTTP API needs FastAPI and uvicorn: pip install 'braintumor[serve]'"
+        )
     if args.max_concurrent is not None and args.max_concurrent < 1:
-        raise ValueError(f"--max-concurrent must be at least 1, got {args.max_concurrent}")
+        raise OptionError("--max-concurrent", f"must be at least 1, got {args.max_concurrent}")
     import uvicorn
 
     from braintumor.inference import Analyzer

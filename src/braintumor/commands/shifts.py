@@ -3,6 +3,7 @@
 import argparse
 import csv
 
+from braintumor.errors import OptionError
 from braintumor.evaluation.shifts import COLUMNS, markdown, shift_table
 from braintumor.inference import Analyzer
 from braintumor.preprocessing.shifts import SHIFTS
@@ -11,7 +12,7 @@ from braintumor.preprocessing.shifts import SHIFTS
 def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.shift or ()) - set(SHIFTS))
     if unknown:
-        raise ValueError(f"unknown shift {', '.join(unknown)}; choose from {', '.join(SHIFTS)}")
+        raise OptionError("--shift", f"unknown shift {', '.join(unknown)}; choose from {', '.join(SHIFTS)}")
     analyzer = Analyzer.load(args.model)
     rows, described = shift_table(args.data, analyzer, names=args.shift, limit=args.limit)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 import argparse
 import logging
 
+from braintumor.errors import OptionError
 from braintumor.training.config import TrainConfig
 from braintumor.training.run import train
 
@@ -12,10 +13,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         out = train(TrainConfig.from_args(args))
     except MemoryError:
-        raise ValueError("out of memory: lower --batch-size or --size") from None
+        raise OptionError("--batch-size", "out of memory: lower --batch-size or --size") from None
     except RuntimeError as err:
         if "out of memory" in str(err).lower():
-            raise ValueError("out of memory: lower --batch-size or --size") from None
+            raise OptionError("--batch-size", "out of memory: lower --batch-size or --size") from None
         raise
     print(f"model folder: {out}")
     return 0

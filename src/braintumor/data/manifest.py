@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from braintumor import CLASSES
-from braintumor.errors import ScanError
+from braintumor.errors import DatasetError
 
 if TYPE_CHECKING:  # imported where used: the readers pull pydicom, nibabel and h5py
     from braintumor.imageio import Scan
@@ -67,7 +67,7 @@ def read_manifest(root: str | Path) -> list[Record]:
     """Detect the layout of ``root`` and read it; errors name the offending file."""
     root = Path(root)
     if not root.is_dir():
-        raise ScanError(str(root), "dataset folder does not exist")
+        raise DatasetError(str(root), "dataset folder does not exist")
     if (root / "index.csv").is_file():
         records = _read_index(root)
     elif any(root.glob("*.mat")):
@@ -75,11 +75,11 @@ def read_manifest(root: str | Path) -> list[Record]:
     else:
         records = _read_class_folders(root)
     if not records:
-        raise ScanError(str(root), "no images found (expected index.csv, *.mat files, or <class>/ folders)")
+        raise DatasetError(str(root), "no images found (expected index.csv, *.mat files, or <class>/ folders)")
     seen: set[str] = set()
     for r in records:
         if r.id in seen:
-            raise ScanError(str(r.image), f"duplicate id {r.id!r}")
+            raise DatasetError(str(r.image), f"duplicate id {r.id!r}")
         seen.add(r.id)
     return records
 
@@ -92,12 +92,12 @@ def _read_index(root: Path) -> list[Record]:
             try:
                 label = normalise_class(row["label"])
             except ValueError as err:
-                raise ScanError(where, str(err)) from None
+                raise DatasetError(where, str(err)) from None
             image = root / row["image"]
             mask = root / row["mask"] if row.get("mask") else None
             for path in (image, mask):
                 if path is not None and not path.is_file():
-                    raise ScanError(str(path), f"file listed in {where} is missing")
+                    raise DatasetError(str(path), f"file listed in {where} is missing")
             spacing = row.get("spacing_mm") or ""
             records.append(
                 Record(
@@ -119,7 +119,7 @@ def _read_figshare_folder(root: Path) -> list[Record]:
     for path in sorted(root.glob("*.mat"), key=lambda p: (len(p.stem), p.stem)):
         scan = load_scan(path)
         if scan.meta.get("label") is None:
-            raise ScanError(str(path), "Figshare file has no known 'label' (expected 1, 2 or 3)")
+            raise DatasetError(str(path), "Figshare file has no known 'label' (expected 1, 2 or 3)")
         spacing = scan.spacing_mm[0] if scan.spacing_mm else None
         records.append(
             Record(
@@ -140,7 +140,7 @@ def _read_class_folders(root: Path) -> list[Record]:
         try:
             label = normalise_class(class_dir.name)
         except ValueError as err:
-            raise ScanError(str(class_dir), str(err)) from None
+            raise DatasetError(str(class_dir), str(err)) from None
         for image in sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
             mask = None
             if mask_root is not None and label != "notumor":
@@ -158,7 +158,7 @@ def _find_mask(folder: Path, image: Path) -> Path:
             path = folder / f"{candidate}{suffix}"
             if path.is_file():
                 return path
-    raise ScanError(str(image), f"no mask found for this image under {folder}")
+    raise DatasetError(str(image), f"no mask found for this image under {folder}")
 
 
 def load_mask(record: Record, shape: tuple[int, int]) -> np.ndarray:
@@ -170,7 +170,7 @@ def load_mask(record: Record, shape: tuple[int, int]) -> np.ndarray:
     scan = load_scan(record.mask)
     mask = scan.mask if scan.mask is not None else (scan.pixels > scan.pixels.max() / 2).astype(np.uint8)
     if mask.shape != tuple(shape):
-        raise ScanError(
+        raise DatasetError(
             str(record.mask), f"mask is {mask.shape[1]}×{mask.shape[0]} but its image is {shape[1]}×{shape[0]}"
         )
     return mask

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from braintumor.data.manifest import Record
 from braintumor.data.splits import group_of
-from braintumor.errors import ScanError
+from braintumor.errors import ModelFolderError
 
 if TYPE_CHECKING:  # the card sits further down the pipeline; only its type is needed here
     from braintumor.bundle import Training
@@ -106,7 +106,7 @@ def key_block(records: list[Record], params: KeyParams | None = None) -> dict:
 def _parse_block(block: Any) -> KeyBlock:
     kdf = block.get("kdf") if isinstance(block, dict) else None
     if kdf != KDF:
-        raise ScanError("model card", f"unsupported patient key block (kdf {kdf!r}); expected {KDF!r}")
+        raise ModelFolderError("model card", f"unsupported patient key block (kdf {kdf!r}); expected {KDF!r}")
     try:
         params = KeyParams(
             salt=bytes.fromhex(block["salt"]),
@@ -117,7 +117,7 @@ def _parse_block(block: Any) -> KeyBlock:
         )
         keys = frozenset(str(k) for k in block["keys"])
     except (KeyError, TypeError, ValueError) as err:
-        raise ScanError("model card", f"malformed patient key block ({err})") from None
+        raise ModelFolderError("model card", f"malformed patient key block ({err})") from None
     if (
         params.n < 2
         or params.n & (params.n - 1)
@@ -126,13 +126,13 @@ def _parse_block(block: Any) -> KeyBlock:
         or not 16 <= params.dklen <= 64
         or 128 * params.n * params.r * params.p > _MAX_MEMORY
     ):
-        raise ScanError(
+        raise ModelFolderError(
             "model card",
             f"unusable scrypt parameters n={params.n} r={params.r} p={params.p} "
             f"dklen={params.dklen}, salt of {len(params.salt)} bytes",
         )
     if params.n * params.r * params.p < _MIN_COST:
-        raise ScanError(
+        raise ModelFolderError(
             "model card",
             f"the patient keys (scrypt n={params.n} r={params.r} p={params.p}) are too cheap "
             "to resist brute force over patient ids; re-create the card",
@@ -144,11 +144,11 @@ def trained_keys(training: Training | None) -> list[KeyBlock]:
     """Every key block of a model's training block: its own training patients and those of the weights it started
     from.
 
-    Raises :class:`ScanError` (a ``ValueError``) for a model without keys, or with the old unsalted SHA-256 keys."""
+    Raises :class:`ModelFolderError` for a model without keys, or with the old unsalted SHA-256 keys."""
     if training is not None and training.unsalted_keys:
-        raise ScanError("model card", OLD_STYLE)
+        raise ModelFolderError("model card", OLD_STYLE)
     if training is None or training.patient_keys is None:
-        raise ScanError(
+        raise ModelFolderError(
             "model card",
             "it does not list its training patients, so it cannot be guaranteed that no "
             "training patient is scored or validated on",

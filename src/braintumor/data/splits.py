@@ -7,6 +7,7 @@ import warnings
 from collections import Counter, defaultdict
 
 from braintumor.data.manifest import Record
+from braintumor.errors import DatasetError
 
 
 def group_of(record: Record) -> str:
@@ -23,7 +24,7 @@ def patient_kfold(records: list[Record], k: int = 5, seed: int = 0) -> list[int]
     for i, r in enumerate(records):
         groups[group_of(r)].append(i)
     if len(groups) < k:
-        raise ValueError(f"cannot make {k} patient-level folds from {len(groups)} patients")
+        raise DatasetError("dataset", f"cannot make {k} patient-level folds from {len(groups)} patients")
     majority = {g: Counter(records[i].label for i in idx).most_common(1)[0][0] for g, idx in groups.items()}
     order = sorted(groups)
     random.Random(seed).shuffle(order)

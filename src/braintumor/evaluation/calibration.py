@@ -18,7 +18,7 @@ from tqdm import tqdm
 from braintumor import CLASSES
 from braintumor.data import Record, load_record, read_manifest
 from braintumor.data.splits import group_of
-from braintumor.errors import ScanError
+from braintumor.errors import DatasetError, ScanError
 from braintumor.evaluation import metrics as M
 from braintumor.evaluation.evaluate import select_rows
 from braintumor.inference.calibration import FeatureModel, apply_temperature
@@ -96,7 +96,7 @@ def calibrate(data: str | Path, analyzer: Analyzer, progress: bool = True) -> tu
     ids = {r.id for r in unseen}
     trained = [r for r in records if r.id not in ids]
     if not trained:
-        raise ScanError(str(data), "no training images of this model in the dataset: the feature model needs them")
+        raise DatasetError(str(data), "no training images of this model in the dataset: the feature model needs them")
     _, train_features, train_labels, _ = network_outputs(analyzer, trained, progress=progress)
     feature_model = fit_features(train_features, train_labels)
     probs, features, labels, kept = network_outputs(analyzer, unseen, progress=progress)

@@ -18,6 +18,7 @@ import numpy as np
 
 from braintumor.bundle import is_model_folder
 from braintumor.data import read_manifest
+from braintumor.errors import OptionError
 from braintumor.evaluation.evaluate import SliceOutcome, evaluate, summarise
 from braintumor.evaluation.report import write_report
 from braintumor.models import ARCHITECTURES
@@ -54,10 +55,11 @@ def fold_start(base: TrainConfig, fold: int | None) -> Path | None:
     assert base.init is not None, "is_cv_folder is False for None"
     start = fold_dir(base.init, fold) if fold is not None else Path(base.init) / "final"
     if not is_model_folder(start):
-        raise ValueError(
-            f"--init {base.init}: it has no {start.name}/ model to continue; train it with that CV's recipe "
+        raise OptionError(
+            f"--init {base.init}",
+            f"it has no {start.name}/ model to continue; train it with that CV's recipe "
             f"({'braintumor cv ... --final' if fold is None else 'braintumor cv'} --out {base.init}), "
-            f"or for the final model 'braintumor train ... --all-patients --out {start}'"
+            f"or for the final model 'braintumor train ... --all-patients --out {start}'",
         )
     return start
 
@@ -84,7 +86,7 @@ def cross_validate(base: TrainConfig, n_boot: int = 1000, final: bool = False) -
     from braintumor.inference import load_model
 
     if final and ARCHITECTURES[base.arch][0] != "segmentation+classification":
-        raise ValueError(f"--final needs a model that outlines and classifies (multitask_unet), not {base.arch}")
+        raise OptionError("--final", f"needs a model that outlines and classifies (multitask_unet), not {base.arch}")
     out = Path(base.out)
     out.mkdir(parents=True, exist_ok=True)
     for fold, planned in enumerate(plan_folds(base, out, range(base.folds)).values()):

@@ -19,7 +19,7 @@ from braintumor import CLASSES, TUMOR_CLASSES
 from braintumor.data import Record, load_record, read_manifest
 from braintumor.data.patient_keys import trained_groups
 from braintumor.data.splits import group_of
-from braintumor.errors import ScanError
+from braintumor.errors import DatasetError, ScanError
 from braintumor.evaluation import metrics as M
 
 if TYPE_CHECKING:  # evaluation is upstream of inference: the Analyzer (Classifier, Segmenter) is only passed in
@@ -78,7 +78,7 @@ def select_rows(records: list[Record], trainings: Sequence[Training | None], spl
     unseen = [r for r in records if group_of(r) not in trained]
     n_seen = len(records) - len(unseen)
     if split == "all" and n_seen:
-        raise ScanError(
+        raise DatasetError(
             "dataset",
             f"{n_seen} rows of this dataset belong to the model's training patients; evaluate with --split unseen",
         )
@@ -88,7 +88,7 @@ def select_rows(records: list[Record], trainings: Sequence[Training | None], spl
             if any(t is not None and t.all_patients for t in trainings)
             else ""
         )
-        raise ScanError(
+        raise DatasetError(
             "dataset", f"every row belongs to a patient the model was trained on; nothing unseen to score{estimate}"
         )
     patients = len({group_of(r) for r in unseen if r.patient_id})

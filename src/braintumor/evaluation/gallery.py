@@ -20,7 +20,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from braintumor import CLASSES, TUMOR_CLASSES
 from braintumor.data import Record, load_record
-from braintumor.errors import ScanError
+from braintumor.errors import OutputError
 from braintumor.evaluation.evaluate import SliceOutcome
 from braintumor.inference.render import display_gray
 
@@ -51,7 +51,7 @@ def write_gallery(outcomes: list[SliceOutcome], analyzer: Analyzer | Classifier 
     try:
         _write(outcomes, analyzer, out)
     except Exception as err:
-        raise ScanError(
+        raise OutputError(
             str(out),
             f"drawing the gallery failed ({type(err).__name__}: {err}); report.json, "
             "report.md and the CSVs are written",
@@ -279,7 +279,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
     except OSError:  # no DejaVu on this system: Pillow's own font
         font = ImageFont.load_default(size=size)
     if not isinstance(font, ImageFont.FreeTypeFont):  # a Pillow built without FreeType has no font of a size
-        raise ScanError("gallery", "Pillow was built without FreeType: no font to caption the pictures with")
+        raise OutputError("gallery", "Pillow was built without FreeType: no font to caption the pictures with")
     return font
 
 
@@ -309,7 +309,7 @@ def montage(gallery: Path, out: Path) -> Path:
     ]
     rows = [row for row in rows if row]
     if not rows:
-        raise ScanError(
+        raise OutputError(
             str(gallery),
             "no tumor-type pictures here (expected <type>_median_dice*.png, … written "
             "by braintumor evaluate into OUT/gallery)",
@@ -392,4 +392,4 @@ def _save_within(sheet: Image.Image, out: Path, credit: str | None) -> Path:
         )
         if out.stat().st_size <= MONTAGE_BYTES:
             return out
-    raise ScanError(str(out), f"the montage is larger than {MONTAGE_BYTES // 1000} KB even with 32 colours")
+    raise OutputError(str(out), f"the montage is larger than {MONTAGE_BYTES // 1000} KB even with 32 colours")

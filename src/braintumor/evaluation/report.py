@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from braintumor import CLASSES, TUMOR_CLASSES
-from braintumor.errors import ScanError
+from braintumor.errors import OutputError
 
 if TYPE_CHECKING:
     from braintumor.evaluation.evaluate import SliceOutcome
@@ -49,7 +49,7 @@ def write_report(
     try:
         _plots(report, outcomes, out)
     except Exception as err:
-        raise ScanError(
+        raise OutputError(
             str(out),
             f"drawing the plots failed ({type(err).__name__}: {err}); report.json, report.md and the CSVs are written",
         ) from err

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from braintumor.errors import OptionError
+
 #: name → (what it predicts, default input side in px)
 ARCHITECTURES = {
     "multitask_unet": ("segmentation+classification", 160),
@@ -54,4 +56,4 @@ def build_model(name: str, num_classes: int = 4, pretrained: bool = False, size:
         from braintumor.models.mlp import MLP
 
         return MLP(num_classes=num_classes, size=size or ARCHITECTURES["mlp"][1])
-    raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    raise OptionError("--arch", f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from braintumor import CLASSES
 from braintumor.data.manifest import Record, load_record
-from braintumor.errors import ScanError
+from braintumor.errors import DatasetError, ScanError
 from braintumor.preprocessing import mask_to_input, scale_intensity, to_model_input
 from braintumor.preprocessing.shifts import gamma, skull_strip, zscore_brain
 
@@ -36,7 +36,7 @@ def cache_slices(records: list[Record], size: int, progress: bool = True) -> dic
         labels.append(CLASSES.index(r.label))
         kept.append(r)
     if not kept:
-        raise ScanError("dataset", "none of the listed images could be read")
+        raise DatasetError("dataset", "none of the listed images could be read")
     return {
         "image": torch.from_numpy(np.stack(images)[:, None]),
         "mask": torch.from_numpy(np.stack(masks)[:, None].astype(np.float32)),

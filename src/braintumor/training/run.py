@@ -15,6 +15,7 @@ import numpy as np
 
 from braintumor import CLASSES
 from braintumor.data import Record, read_manifest, train_val_test_split, write_manifest
+from braintumor.errors import DatasetError, ModelFolderError, OptionError
 from braintumor.models import ARCHITECTURES, DESCRIPTIONS
 from braintumor.training.config import LOGS, TrainConfig
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 def train(cfg: TrainConfig) -> Path:
     """Train, then write the model folder ``cfg.out``; returns it."""
     if cfg.arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {cfg.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        raise OptionError("--arch", f"unknown architecture {cfg.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -49,7 +50,9 @@ def train(cfg: TrainConfig) -> Path:
     train_idx = np.array([i for i, r in enumerate(kept) if split[r.id] == "train"])
     val_idx = np.array([i for i, r in enumerate(kept) if split[r.id] == "val"])
     if len(train_idx) == 0 or (len(val_idx) == 0 and not cfg.all_patients):
-        raise ValueError("the split left no training or no validation images; use more data or fewer folds")
+        raise DatasetError(
+            str(cfg.data), "the split left no training or no validation images; use more data or fewer folds"
+        )
     counts = np.bincount(cache["label"][train_idx].numpy(), minlength=len(CLASSES)).astype(float)
     class_weights = np.sqrt(counts.sum() / (len(CLASSES) * np.maximum(counts, 1)))  # tempered inverse frequency
     train_loader = augmented_loader(cache, train_idx, cfg.batch_size, cfg.num_workers, cfg.seed)
@@ -107,23 +110,25 @@ def initialise(net: nn.Module, cfg: TrainConfig, val_records: list[Record]) -> N
     assert cfg.init is not None, "initialise is called for --init only"
     source, card = load_torch_model(_init_dir(cfg.init))
     if card.architecture != cfg.arch:
-        raise ValueError(f"--init {cfg.init}: a {card.architecture} model cannot start a {cfg.arch} run")
+        raise OptionError(f"--init {cfg.init}", f"a {card.architecture} model cannot start a {cfg.arch} run")
     try:  # every key block: the start model's own patients and those of the weights it started from
         seen = trained_groups(val_records, [card.training])
-    except ValueError as err:
-        raise ValueError(f"--init {cfg.init}: {err}") from None
+    except ModelFolderError as err:
+        raise OptionError(f"--init {cfg.init}", str(err)) from None
     if seen:
         recipe = card.training.split_recipe if card.training else None
-        raise ValueError(
-            f"--init {cfg.init}: that model was trained on {len(seen)} patients/images of this run's "
-            f"validation fold; use its split ({recipe}) or another starting point"
+        raise OptionError(
+            f"--init {cfg.init}",
+            f"that model was trained on {len(seen)} patients/images of this run's "
+            f"validation fold; use its split ({recipe}) or another starting point",
         )
     try:
         net.load_state_dict(source.state_dict())
     except RuntimeError as err:  # weights whose shape depends on the input side (the mlp's first layer)
-        raise ValueError(
-            f"--init {cfg.init}: its weights do not fit this run's network (trained at --size "
-            f"{card.input.size}, this run uses {cfg.input_size}): {str(err).splitlines()[-1].strip()}"
+        raise OptionError(
+            f"--init {cfg.init}",
+            f"its weights do not fit this run's network (trained at --size "
+            f"{card.input.size}, this run uses {cfg.input_size}): {str(err).splitlines()[-1].strip()}",
         ) from None
 
 
