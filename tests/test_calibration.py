@@ -12,7 +12,7 @@ import pytest
 
 from braintumor.bundle import DEFAULT_MODEL_DIR, OOD, read_card, verified_file
 from braintumor.evaluation import metrics as M
-from braintumor.evaluation.calibration import fit_features, fit_temperature, halves
+from braintumor.experiments.calibration_fit import fit_features, fit_temperature, halves
 from braintumor.inference import Analyzer
 from braintumor.inference.calibration import apply_temperature
 from conftest import png_bytes

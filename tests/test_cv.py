@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from braintumor.cli import main
-from braintumor.evaluation.crossval import check_fold
+from braintumor.experiments.crossval import check_fold
 from braintumor.training.run import TrainConfig
 from conftest import csv_rows
 

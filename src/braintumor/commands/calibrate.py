@@ -1,5 +1,5 @@
 """``braintumor calibrate``: fit the temperature and the out-of-distribution model of a model folder on a dataset
-(see ``braintumor.evaluation.calibration``) and store them in the folder, checksummed in its card."""
+(see ``braintumor.experiments.calibration_fit``) and store them in the folder, checksummed in its card."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _with_features(model_dir: Path) -> Analyzer:
 
 
 def run(args: argparse.Namespace) -> int:
-    from braintumor.evaluation.calibration import calibrate, store
+    from braintumor.experiments.calibration_fit import calibrate, store
 
     model_dir = Path(args.model or DEFAULT_MODEL_DIR)
     # fitted on the raw network, never on an earlier calibration

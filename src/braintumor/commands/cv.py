@@ -1,11 +1,11 @@
-"""``braintumor cv``: see ``braintumor.evaluation.crossval``."""
+"""``braintumor cv``: see ``braintumor.experiments.crossval``."""
 
 import argparse
 import logging
 
 from braintumor.errors import OptionError
-from braintumor.evaluation.crossval import cross_validate
 from braintumor.evaluation.report import classification_summary, segmentation_summary
+from braintumor.experiments.crossval import cross_validate
 from braintumor.training.config import TrainConfig
 
 

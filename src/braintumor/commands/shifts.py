@@ -1,10 +1,10 @@
-"""``braintumor shifts``: see ``braintumor.evaluation.shifts``."""
+"""``braintumor shifts``: see ``braintumor.experiments.acquisition_shifts``."""
 
 import argparse
 import csv
 
 from braintumor.errors import OptionError
-from braintumor.evaluation.shifts import COLUMNS, markdown, shift_table
+from braintumor.experiments.acquisition_shifts import COLUMNS, markdown, shift_table
 from braintumor.inference import Analyzer
 from braintumor.preprocessing.shifts import SHIFTS
 

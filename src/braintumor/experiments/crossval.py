@@ -136,8 +136,8 @@ def finish(base: TrainConfig, models: list, out: Path, n_boot: int) -> dict:
     """Post-processing chosen by CV (scored again with it: ``out``/chosen), the final all-patients model
     (``out``/final) with that post-processing, a cross-fitted calibration and the CV figures in its card."""
     from braintumor.bundle import read_card, write_card
-    from braintumor.evaluation.calibration import calibrate_from_folds, store
-    from braintumor.evaluation.postprocessing import search, table
+    from braintumor.experiments.calibration_fit import calibrate_from_folds, store
+    from braintumor.experiments.postprocessing_search import search, table
     from braintumor.inference import Analyzer
 
     chosen, candidates = search(base.data, models, n_boot=min(n_boot, 200))
