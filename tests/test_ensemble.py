@@ -117,10 +117,17 @@ def test_a_member_trained_on_another_split_is_refused(ensemble, tiny_data, tmp_p
     assert code == 2
 
 
+def rows_of(ensemble: Path) -> list[dict[str, str]]:
+    return [r for name in ("fold0", "fold1") for r in csv_rows(ensemble / name / "eval" / "per_slice.csv")]
+
+
 def test_cv_table_and_card_come_from_the_members_rows(ensemble, tiny_data):
     figures = cv_figures(ensemble)  # the same 1000 seeded resamples as when the member was added
     assert (ensemble / "cv.md").read_text() == cv_markdown(figures)
-    assert read_card(ensemble).cross_validation is not None
+    card = read_card(ensemble)
+    assert card.cross_validation is not None and card.calibration is not None
+    assert card.calibration.temperature > 0 and "other members" in card.calibration.heldout["protocol"]
+    assert card.calibration.heldout["images"] == len(rows_of(ensemble))
     pooled = figures["pooled"]
     rows = [r for name in ("fold0", "fold1") for r in csv_rows(ensemble / name / "eval" / "per_slice.csv")]
     assert pooled["images"] == len(rows) == sum(1 for _ in csv_rows(tiny_data / "index.csv"))
@@ -148,3 +155,11 @@ def test_cli_analyze_and_evaluate_run_the_ensemble(ensemble, tiny_data, tmp_path
     )
     with open(tmp_path / "f" / "per_slice.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == len(csv_rows(ensemble / "fold0" / "eval" / "per_slice.csv"))
+
+
+def test_bench_times_the_ensemble_and_one_member(ensemble, tmp_path, capsys):
+    argv = ["bench", "--json", "--model", str(ensemble), "--images", "2", "--end-to-end-images", "2"]
+    assert main([*argv, "--images-dir", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["members"] == 2 and out["ms_per_image_end_to_end_one_member"] > 0
+    assert set(out["meets_targets"]) == {"ensemble_ms", "ensemble_rss", "one_member_ms"}

@@ -127,7 +127,11 @@ def _parser() -> argparse.ArgumentParser:
         help="folder of slices to time (default: ../shared/data/dev-512 beside "
         "the checkout, else synthetic 512×512 slices)",
     )
-    b.add_argument("--model", type=Path)
+    b.add_argument(
+        "--model",
+        type=Path,
+        help="model folder (default: the shipped model); an ensemble is also timed with one member",
+    )
 
     m = sub.add_parser("montage", help="tile a gallery from evaluate (OUT/gallery) into one small PNG for a README")
     m.add_argument("gallery", type=Path, help="the gallery folder evaluate wrote")

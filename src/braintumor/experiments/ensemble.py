@@ -19,6 +19,7 @@ import numpy as np
 from braintumor import CLASSES
 from braintumor.bundle import (
     ENSEMBLE,
+    Calibration,
     ModelCard,
     ModelFolderError,
     is_model_folder,
@@ -29,8 +30,11 @@ from braintumor.bundle import (
 from braintumor.data import Record, read_manifest, train_val_test_split
 from braintumor.data.patient_keys import trained_groups
 from braintumor.data.splits import group_of
+from braintumor.evaluation import metrics as M
 from braintumor.evaluation.evaluate import SliceOutcome, evaluate, summarise
 from braintumor.evaluation.report import write_report
+from braintumor.experiments.calibration_fit import fit_temperature
+from braintumor.inference.calibration import apply_temperature
 from braintumor.training.config import TrainConfig, plan_folds
 from braintumor.training.run import train
 
@@ -116,7 +120,42 @@ def add_member(ensemble: Path, name: str) -> ModelCard:
     card = write_card(ensemble, replace(card, members=members))
     figures = cv_figures(ensemble)
     (ensemble / "cv.md").write_text(cv_markdown(figures))
-    return write_card(ensemble, replace(card, cross_validation=figures))
+    calibration = out_of_fold_calibration(member_outcomes(ensemble))
+    return write_card(ensemble, replace(card, cross_validation=figures, calibration=calibration))
+
+
+def out_of_fold_calibration(by_member: dict[str, list[SliceOutcome]]) -> Calibration:
+    """The ensemble's temperature, fitted on the members' pooled out-of-fold class probabilities; its expected
+    calibration error is reported cross-fitted (each member's rows under a temperature fitted on the others'), or,
+    with one member, on the rows it was fitted on (then said so). No out-of-distribution model: the members' feature
+    spaces differ, and none is fitted for their mean yet."""
+    rows = {name: [o for o in outcomes if o.probs is not None] for name, outcomes in by_member.items()}
+    probs = np.concatenate([np.stack([o.scored_probs for o in r]) for r in rows.values()])
+    labels = np.concatenate([np.array([o.true for o in r]) for r in rows.values()])
+    member = np.concatenate([np.full(len(r), i) for i, r in enumerate(rows.values())])
+    temperature = fit_temperature(probs, labels)
+    crossed = len(rows) > 1
+    calibrated = apply_temperature(probs, temperature)
+    if crossed:
+        for i in range(len(rows)):
+            own = member == i
+            calibrated[own] = apply_temperature(probs[own], fit_temperature(probs[~own], labels[~own]))
+    return Calibration(
+        temperature=round(temperature, 4),
+        fitted_on=f"the pooled out-of-fold class probabilities of {len(rows)} member(s) ({len(labels)} rows); "
+        "applied to the members' mean, which is less confident than one member, so it may over-sharpen until the "
+        "ensemble's own outputs are measured on unseen patients",
+        heldout={
+            "images": len(labels),
+            "protocol": "each member's rows under the temperature fitted on the other members' rows"
+            if crossed
+            else "one member: the rows the temperature was fitted on (not held out)",
+            "ece_before": round(M.expected_calibration_error(probs, labels), 4),
+            "ece_after": round(M.expected_calibration_error(calibrated, labels), 4),
+            "nll_before": round(M.nll(probs, labels), 4),
+            "nll_after": round(M.nll(calibrated, labels), 4),
+        },
+    )
 
 
 def check_member_split(records: list[Record], folder: Path, card: ModelCard) -> None:
@@ -250,9 +289,6 @@ def _pick(report: dict[str, Any]) -> dict[str, Any]:
 def cv_markdown(figures: dict[str, Any]) -> str:
     """The CV table as Markdown (README and ``ensemble/cv.md``), every number from ``cv_figures``."""
 
-    def cell(value: Any) -> str:
-        return "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
-
     head = "| | patients | images | " + " | ".join(FIGURES.values()) + " |"
     lines = [head, "|" + "---|" * (3 + len(FIGURES))]
     for r in figures["per_fold"]:
@@ -267,3 +303,37 @@ def cv_markdown(figures: dict[str, Any]) -> str:
     cells = [cell(pooled[k]) + (f" ({ci[k][0]:.3f}–{ci[k][1]:.3f})" if k in ci else "") for k in FIGURES]
     lines.append(f"| **pooled** | {pooled['patients']} | {pooled['images']} | " + " | ".join(cells) + " |")
     return "\n".join(line if line.endswith("|") else line + " |" for line in lines) + "\n"
+
+
+#: the ship rule: the ensemble replaces the shipped model when every fold is a member and its pooled out-of-fold
+#: figures reach the shipped model's on the maintainers' 38 unseen patients
+SHIP_FOLDS, SHIP_TUMOR_TYPE, SHIP_DICE = 5, 0.936, 0.713
+
+
+def ship_rule(figures: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the ensemble may become the default, and the sentence that says why or which figure failed."""
+    members, pooled = len(figures["per_fold"]), figures["pooled"]
+    failed = []
+    if members < SHIP_FOLDS:
+        failed.append(f"{members} of {SHIP_FOLDS} folds are members")
+    if pooled["tumor_type_accuracy"] is None or pooled["tumor_type_accuracy"] < SHIP_TUMOR_TYPE:
+        failed.append(f"pooled tumor-type accuracy {cell(pooled['tumor_type_accuracy'])} < {SHIP_TUMOR_TYPE}")
+    if pooled["dice_mean"] is None or pooled["dice_mean"] < SHIP_DICE:
+        failed.append(f"pooled mean Dice {cell(pooled['dice_mean'])} < {SHIP_DICE}")
+    rule = (
+        f"Ship rule: all {SHIP_FOLDS} folds, pooled tumor-type accuracy ≥ {SHIP_TUMOR_TYPE} and mean Dice ≥ "
+        f"{SHIP_DICE} (the shipped model's figures on unseen patients)"
+    )
+    if failed:
+        return False, f"{rule}: not met ({'; '.join(failed)}), so the shipped model stays the default."
+    return True, f"{rule}: met; the ensemble may become the default."
+
+
+def readme_block(ensemble: Path) -> str:
+    """What the README shows between its ensemble-cv markers: the table and the ship rule's verdict."""
+    figures = cv_figures(ensemble)
+    return cv_markdown(figures) + "\n" + ship_rule(figures)[1] + "\n"
+
+
+def cell(value: Any) -> str:
+    return "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,29 @@
+"""The README's fold-ensemble table is generated from the committed members' rows, never typed in."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tool():
+    """tools/ensemble_readme.py as a module (a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("ensemble_readme", ROOT / "tools" / "ensemble_readme.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_holds_what_the_members_rows_give():
+    tool = _tool()
+    readme = (ROOT / "README.md").read_text()
+    assert tool.readme_with(readme, tool.block()) == readme, "run: python tools/ensemble_readme.py"
+
+
+def test_the_block_is_replaced_whole():
+    tool = _tool()
+    text = f"a\n{tool.START}\nold table\n{tool.END}\nb\n"
+    assert tool.readme_with(text, "new\n") == f"a\n{tool.START}\nnew\n{tool.END}\nb\n"
