@@ -158,6 +158,7 @@ def test_evaluate_scores_a_classification_only_folder(trained, tiny_data, tmp_pa
     assert "no predicted outline" in (out / "gallery" / "gallery.md").read_text()
 
 
+@pytest.mark.slow
 def test_cross_validation_of_a_classifier(tiny_data, tmp_path, capsys):
     out = tmp_path / "cv"
     command = ["cv", "--data", str(tiny_data), "--out", str(out), "--arch", "mlp", "--size", "32", "--folds", "2"]
