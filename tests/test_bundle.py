@@ -123,15 +123,7 @@ def test_ensemble_members_are_pinned_by_their_card(folder, tmp_path):
     ensemble = tmp_path / "ensemble"
     shutil.copytree(folder, ensemble / "fold0")
     member = read_card(ensemble / "fold0")
-    card = ModelCard(
-        name="e",
-        architecture=ENSEMBLE,
-        task=member.task,
-        classes=member.classes,
-        input=member.input,
-        postprocessing=member.postprocessing,
-        members=(pin_member(ensemble, "fold0"),),
-    )
+    card = replace(member, name="e", architecture=ENSEMBLE, training=None, members=(pin_member(ensemble, "fold0"),))
     ensemble.mkdir(exist_ok=True)
     write_card(ensemble, card)
     assert member_dirs(ensemble) == [ensemble / "fold0"]
