@@ -163,3 +163,22 @@ def test_bench_times_the_ensemble_and_one_member(ensemble, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["members"] == 2 and out["ms_per_image_end_to_end_one_member"] > 0
     assert set(out["meets_targets"]) == {"ensemble_ms", "ensemble_rss", "one_member_ms"}
+
+
+def test_the_page_shows_where_an_ensembles_members_disagree(ensemble, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from braintumor.app.views import MEMBERS_ENV, MODEL_ENV, analyze_upload
+
+    image = png_bytes(np.full((48, 48), 120, np.uint8))
+    assert analyze_upload(Analyzer(ensemble), image, "x.png", None).disagreement is not None
+    assert analyze_upload(Analyzer(ensemble, members=1), image, "x.png", None).disagreement is None
+    monkeypatch.setenv(MODEL_ENV, str(ensemble))
+    monkeypatch.setenv(MEMBERS_ENV, "")
+    page = Path(__file__).resolve().parent.parent / "src" / "braintumor" / "app" / "page.py"
+    at = AppTest.from_file(str(page), default_timeout=60).run()
+    at.selectbox(key="example").select("pituitary").run()
+    assert not at.exception
+    assert "Outline uncertainty" in {m.label for m in at.metric}
+    captions = [i.proto.imgs[0].caption for i in at.get("image")]
+    assert "where the ensemble's members disagree on the outline" in captions

@@ -143,6 +143,8 @@ def _parser() -> argparse.ArgumentParser:
         "or behind a reverse proxy that adds them)",
     )
     _server_options(w, port=8501)
+    w.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    _members_option(w)
 
     r = sub.add_parser(
         "serve",

@@ -3,6 +3,7 @@ given an expert mask, the Dice and area difference.  Run with ``braintumor app``
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import streamlit as st
@@ -11,6 +12,8 @@ from streamlit import config
 from braintumor.app.views import (
     INTENDED_USE,
     MAX_UPLOAD_MB,
+    MEMBERS_ENV,
+    MODEL_ENV,
     OUTLINES_CAPTION,
     SPACING_HINT,
     STREAMLIT_OPTIONS,
@@ -47,16 +50,16 @@ def enforce_options() -> None:
 
 @st.cache_resource(show_spinner="Loading the model…")
 def analyzer() -> Analyzer:
-    """One model per process, shared by every session."""
-    return Analyzer.default()
+    """One model per process, shared by every session: the shipped one, or ``braintumor app --model``'s."""
+    members = os.environ.get(MEMBERS_ENV)
+    return Analyzer.load(os.environ.get(MODEL_ENV) or None, members=int(members) if members else None)
 
 
 @st.cache_resource(show_spinner="Loading Grad-CAM…")
 def explainer() -> Explainer:
-    from braintumor.bundle import DEFAULT_MODEL_DIR
     from braintumor.inference.explain import Explainer
 
-    return Explainer(DEFAULT_MODEL_DIR)
+    return Explainer(analyzer().member_dirs[0])  # an ensemble's first member: Grad-CAM explains one network
 
 
 def _torch_available() -> bool:
@@ -75,7 +78,8 @@ def show(view: View, key: str, show_cam: bool) -> None:
     left, right = st.columns(2)
     left.image(view.original, caption="original", width="stretch")
     if show_cam:
-        right.image(gradcam_image(explainer(), view), caption=f"Grad-CAM for '{r.label}'", width="stretch")
+        cam_caption = f"Grad-CAM for '{r.label}'" + (" (first member)" if analyzer().is_ensemble else "")
+        right.image(gradcam_image(explainer(), view), caption=cam_caption, width="stretch")
     elif view.comparison:
         right.image(view.outlines, caption=OUTLINES_CAPTION, width="stretch", output_format="PNG")  # crisp colours
     else:
@@ -102,6 +106,16 @@ def show(view: View, key: str, show_cam: bool) -> None:
         )
     if view.comparison_error:
         st.error(f"Expert mask: {view.comparison_error}")
+    if view.disagreement is not None:
+        u1, u2 = st.columns(2)
+        u1.image(view.disagreement, caption="where the ensemble's members disagree on the outline", width="stretch")
+        u2.metric(
+            "Outline uncertainty",
+            "n/a" if r.uncertainty is None else f"{r.uncertainty:.3f}",
+            "members' mean std inside the outline (0.5 at most)",
+            delta_color="off",
+            delta_arrow="off",
+        )
     for warning in r.warnings:
         st.warning(warning)
     extra = view.source_mask  # the mask in the upload's own format: DICOM SEG, NIfTI

@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # torch is optional: Grad-CAM needs the 'train' extra
     from braintumor.inference.explain import Explainer
 
 MAX_UPLOAD_MB = 64
+#: ``braintumor app --model DIR --members N`` reaches the page (another process) through these
+MODEL_ENV, MEMBERS_ENV = "BRAINTUMOR_MODEL", "BRAINTUMOR_MEMBERS"
 # Streamlit settings for a page that strangers use: no telemetry, no error details or developer menu in the
 # browser, a small upload limit.  ``braintumor app`` passes them as flags and page.py sets them again at run
 # time, so a page started with a plain ``streamlit run`` gets them too.
@@ -168,6 +170,15 @@ class View:
     def overlay(self) -> Image.Image:
         result, scan, mask = self.analysed
         return overlay(scan.pixels, mask, caption_of(result))
+
+    @property
+    def disagreement(self) -> Image.Image | None:
+        """An ensemble's members' disagreement on the mask (pixel-wise std; 0.5, the most, in red); None for one
+        network."""
+        result, scan, _ = self.analysed
+        if result.uncertainty_map is None:
+            return None
+        return heatmap(scan.pixels, result.uncertainty_map / 0.5)
 
     @cached_property
     def outlines(self) -> Image.Image:

@@ -1,4 +1,4 @@
-"""``braintumor app``: start the Streamlit page with the shipped model."""
+"""``braintumor app``: start the Streamlit page with the shipped model (or ``--model``'s)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from braintumor.app.views import STREAMLIT_OPTIONS
+from braintumor.app.views import MEMBERS_ENV, MODEL_ENV, STREAMLIT_OPTIONS
 from braintumor.commands.exposure import exposure_warning
 from braintumor.errors import MissingExtra
 
@@ -43,4 +43,5 @@ def run(args: argparse.Namespace) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()  # exec discards Python's buffers
     argv = command(args.host, args.port)
-    os.execv(argv[0], argv)
+    env = os.environ | {MODEL_ENV: str(args.model or ""), MEMBERS_ENV: str(args.members or "")}
+    os.execve(argv[0], argv, env)

@@ -55,6 +55,7 @@ class Result:
     # an ensemble's disagreement on the outline: the members' mean pixel-wise standard deviation of the mask
     # probability inside it (None: one network, or no outline)
     uncertainty: float | None = None
+    uncertainty_map: np.ndarray | None = None  # that standard deviation per pixel, at the image's size (ensembles)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     scan: Scan | None = None
@@ -147,7 +148,7 @@ class Analyzer(OnnxModel):
         for i, (s, x, g) in enumerate(zip(scans, inputs, geometries, strict=True)):
             result = self._result(s, x, g, out.mask_prob[i, 0], class_prob[i], spacing_mm, scores[i])
             if len(out.member_masks) > 1:
-                self._add_disagreement(result, out.member_masks[:, i, 0], out.member_classes[:, i])
+                self._add_disagreement(result, out.member_masks[:, i, 0], out.member_classes[:, i], g)
             results.append(result)
         return results
 
@@ -166,11 +167,16 @@ class Analyzer(OnnxModel):
         out = self.forward(batch)
         return out.mask_prob, out.class_prob, out.features
 
-    def _add_disagreement(self, result: Result, member_masks: np.ndarray, member_classes: np.ndarray) -> None:
-        """An ensemble's uncertainty on the outline, and a warning when its members name different types."""
+    def _add_disagreement(
+        self, result: Result, member_masks: np.ndarray, member_classes: np.ndarray, geometry: Geometry
+    ) -> None:
+        """An ensemble's uncertainty on the outline (and its map), and a warning when its members name different
+        types."""
+        spread = member_masks.std(axis=0)
+        result.uncertainty_map = output_to_image(spread, geometry)
         inside = member_masks.mean(axis=0) >= self.threshold
         if inside.any():
-            result.uncertainty = float(member_masks.std(axis=0)[inside].mean())
+            result.uncertainty = float(spread[inside].mean())
         votes = Counter(self.classes[k] for k in member_classes.argmax(axis=1))
         if len(votes) > 1:
             said = ", ".join(f"{label} {n}" for label, n in votes.most_common())

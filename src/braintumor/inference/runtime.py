@@ -58,6 +58,8 @@ class OnnxModel:
                 str(model_dir), f"the {type(self).__name__.lower()} needs a {self.task.value} model folder"
             )
         folders, self.member_cards = self._members(members)
+        #: the folder of each network run (this one, or the ensemble's members)
+        self.member_dirs = folders
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
