@@ -79,11 +79,11 @@ def train_fold(base: TrainConfig, fold: int, ensemble: Path, n_boot: int = 1000)
     cfg = replace(plan_folds(base, base.out, [fold])[name], init=None)
     if not is_model_folder(cfg.out):
         train(replace(cfg, resume=(cfg.out / "checkpoints" / "last.ckpt").is_file()))
-    analyzer = Analyzer(cfg.out)
+    export_member(cfg.out, member, {"member": f"{name} of a {base.folds}-fold ensemble: {cfg.command}"})
+    analyzer = Analyzer(member)  # what ships is what is scored: the float16 member
     outcomes, described = evaluate(base.data, analyzer, split="unseen", progress=base.progress)
     report = summarise(outcomes, n_boot=n_boot)
-    write_report(report, outcomes, cfg.out / EVAL, described, *analyzer.described)
-    export_member(cfg.out, member, {"member": f"{name} of a {base.folds}-fold ensemble: {cfg.command}"})
+    write_report(report, outcomes, cfg.out / EVAL, described, *analyzer.described)  # with plots, not committed
     (member / EVAL).mkdir(exist_ok=True)
     (member / EVAL / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     write_slices(outcomes, member / EVAL / SLICES)
