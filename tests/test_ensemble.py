@@ -182,3 +182,12 @@ def test_the_page_shows_where_an_ensembles_members_disagree(ensemble, monkeypatc
     assert "Outline uncertainty" in {m.label for m in at.metric}
     captions = [i.proto.imgs[0].caption for i in at.get("image")]
     assert "where the ensemble's members disagree on the outline" in captions
+
+
+def test_a_half_made_member_is_not_a_member(ensemble, tmp_path):
+    from braintumor.experiments.ensemble import is_member
+
+    copy = Path(shutil.copytree(ensemble, tmp_path / "copy"))
+    assert is_member(copy, "fold0") and is_member(copy, "fold1")
+    (copy / "fold1" / "eval" / "per_slice.csv").unlink()  # a run stopped between the export and the evaluation
+    assert not is_member(copy, "fold1") and not is_member(copy, "fold2")

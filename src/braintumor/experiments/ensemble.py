@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,11 @@ def train_fold(base: TrainConfig, fold: int, ensemble: Path, n_boot: int = 1000)
     ensemble, name = Path(ensemble), member_name(fold)
     member = ensemble / name
     records = read_manifest(base.data)
-    if is_model_folder(member):
+    if is_member(ensemble, name):
         check_member_split(records, member, read_card(member))
         log.info("%s: already a member, its split agrees with today's; not trained again", member)
         return member
+    shutil.rmtree(member, ignore_errors=True)  # a member left half-made by a stopped run: made again
     cfg = replace(plan_folds(base, base.out, [fold])[name], init=None)
     if not is_model_folder(cfg.out):
         train(replace(cfg, resume=(cfg.out / "checkpoints" / "last.ckpt").is_file()))
@@ -89,6 +91,13 @@ def train_fold(base: TrainConfig, fold: int, ensemble: Path, n_boot: int = 1000)
     write_slices(outcomes, member / EVAL / SLICES)
     add_member(ensemble, name)
     return member
+
+
+def is_member(ensemble: Path, name: str) -> bool:
+    """``ensemble/name`` is complete (its evaluation written) and pinned in the ensemble's card."""
+    if not (is_model_folder(ensemble) and (ensemble / name / EVAL / SLICES).is_file()):
+        return False
+    return name in {m.name for m in read_card(ensemble).members}
 
 
 def add_member(ensemble: Path, name: str) -> ModelCard:
