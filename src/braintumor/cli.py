@@ -148,14 +148,46 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser(
         "serve",
-        help="start the HTTP API (POST /analyze, docs at /docs; no authentication or TLS: "
-        "keep it on loopback or behind a reverse proxy that adds them)",
+        help="start the HTTP API (POST /analyze, docs at /docs; optional bearer token, no TLS: beyond this "
+        "machine, give it a token and put it behind a reverse proxy with TLS)",
     )
     _server_options(r, port=8000)
     r.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
     _members_option(r)
     r.add_argument(
-        "--max-concurrent", type=int, help="analyses at once; more get 503 + Retry-After (default: 2 per CPU core)"
+        "--max-concurrent", type=int, help="analyses at once; more wait in the queue (default: 2 per CPU core)"
+    )
+    r.add_argument(
+        "--queue",
+        type=int,
+        default=64,
+        help="requests that may wait for an analysis slot; more get 503 + Retry-After (default: 64)",
+    )
+    r.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="longest wait for a slot before 503 + Retry-After (default: 30)",
+    )
+    r.add_argument(
+        "--upload-memory-mb",
+        type=int,
+        default=512,
+        metavar="MB",
+        help="request bodies held at once, waiting or being analysed; a body beyond it gets 503 (default: 512)",
+    )
+    r.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="require 'Authorization: Bearer <token>' on every route but /health, the token read from FILE "
+        "(default: $BRAINTUMOR_TOKEN if set, else no token)",
+    )
+    r.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback --host without a token (refused otherwise)",
     )
     return p
 

@@ -3,7 +3,6 @@ verified by checksum and written here and nowhere else."""
 
 from braintumor.bundle.card import (
     ENSEMBLE,
-    PREPROCESSING,
     SCHEMA_VERSION,
     Calibration,
     FileEntry,
@@ -22,7 +21,6 @@ from braintumor.bundle.folder import (
     ONNX,
     OOD,
     WEIGHTS,
-    ModelFolderError,
     is_model_folder,
     member_dirs,
     pin_member,
@@ -32,6 +30,8 @@ from braintumor.bundle.folder import (
     verified_file,
     write_card,
 )
+from braintumor.errors import ModelFolderError
+from braintumor.preprocessing import PREPROCESSING
 
 __all__ = [
     "CARD",

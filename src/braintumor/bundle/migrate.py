@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from braintumor.bundle.card import PREPROCESSING, SCHEMA_VERSION
+from braintumor.bundle.card import SCHEMA_VERSION
+from braintumor.preprocessing import PREPROCESSING
 
 #: v1 keys that repeated the code in prose: the code is their source now
 _PROSE = ("spacing_convention",)

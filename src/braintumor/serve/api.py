@@ -3,18 +3,27 @@
 An upload is analysed from bytes through ``load_scan``, so strangers' files meet the same hostile-input policy
 as the CLI and the page.  Starlette keeps an upload in memory up to 1 MB and in a temporary file (deleted with the
 request) beyond that; nothing is logged but uvicorn's access lines (client address, method, path, status).
+
+Under load a request waits, in arrival order and for a bounded time, for one of a bounded number of analysis slots
+(``Gate``); only a full queue, a wait past its limit or a full memory budget for request bodies is refused (503 +
+Retry-After).  With a token every route but ``/health`` needs ``Authorization: Bearer <token>`` (``BearerToken``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
+import hmac
 import io
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Literal
 
-from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -33,13 +42,31 @@ if TYPE_CHECKING:
 
 #: Largest request body, the same 64 MB as the web page's uploads.
 MAX_UPLOAD_BYTES = 64 * 2**20
-#: Seconds a client is told to wait when every analysis slot is taken.
+#: Seconds a client is told to wait when the server refuses work it cannot take now (503).
 RETRY_AFTER_S = 1
+#: Requests that may wait for an analysis slot (``--queue``), and for how long each (``--queue-timeout``).
+DEFAULT_QUEUE, DEFAULT_QUEUE_TIMEOUT_S = 64, 30.0
+#: Bytes of request bodies held at once, waiting or being analysed (``--upload-memory-mb``).
+DEFAULT_UPLOAD_MEMORY = 512 * 2**20
+#: Routes a token does not guard: a load balancer's or supervisor's probe needs no secret.
+OPEN_PATHS = ("/health",)
+#: Routes whose requests go through the ``Gate``.
+ANALYSIS_PATHS = ("/analyze",)
 
 
 def default_max_concurrent() -> int:
     """Two per core: the cores stay busy while some requests decode or encode; beyond that, answers only come later."""
     return 2 * (os.cpu_count() or 2)
+
+
+def busy(reason: str) -> HTTPException:
+    """The 503 for work the server cannot take now: one line, and when to try again."""
+    return HTTPException(503, f"busy: {reason}; retry shortly", headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def refuse(exc: HTTPException, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer ``exc`` from a middleware, outside FastAPI's exception handlers, without reading the body."""
+    await JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)(scope, receive, send)
 
 
 class BodyLimit:
@@ -71,26 +98,160 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-class Slots:
-    """A bound on analyses in flight: beyond it the client is told to retry (503) instead of being queued behind
-    work the server cannot finish soon.  Only the event loop's thread takes and returns slots, so a counter is safe."""
+class Gate:
+    """Admission to the analyses.  ``limit`` run at once; up to ``queue`` more wait for a slot, first come first
+    served, each at most ``timeout`` seconds; beyond that, or past the wait, 503 + Retry-After.  The bytes of the
+    request bodies the server holds (arriving, waiting or being analysed) stay within ``memory``: a body that would
+    pass it is refused with 503, so a flood of uploads is turned away instead of growing the process.
 
-    def __init__(self, limit: int):
-        self.limit, self.busy = limit, 0
+    Only the event loop's thread touches the counters, so plain integers and a deque are safe."""
 
-    @contextmanager
-    def take(self) -> Iterator[None]:
-        if self.busy >= self.limit:
-            raise HTTPException(
-                503,
-                f"busy: {self.limit} analyses are running; retry shortly",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            )
-        self.busy += 1
+    def __init__(
+        self,
+        limit: int,
+        queue: int = DEFAULT_QUEUE,
+        timeout: float = DEFAULT_QUEUE_TIMEOUT_S,
+        memory: int = DEFAULT_UPLOAD_MEMORY,
+    ):
+        self.limit, self.queue, self.timeout, self.memory = limit, queue, timeout, memory
+        self.busy = 0  # analyses holding a slot
+        self.held = 0  # body bytes received by requests that have not ended
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def load(self) -> dict:
+        """What ``/health`` reports."""
+        return {
+            "running": self.busy,
+            "waiting": len(self.waiters),
+            "slots": self.limit,
+            "queue": self.queue,
+            "upload_mb_held": round(self.held / 2**20, 1),
+        }
+
+    def full(self) -> HTTPException | None:
+        """The refusal for a request that could only wait behind a full queue, else None."""
+        if self.busy >= self.limit and len(self.waiters) >= self.queue:
+            return busy(f"{self.busy} analyses are running and {len(self.waiters)} waiting")
+        return None
+
+    def over_budget(self) -> HTTPException:
+        return busy(f"the uploads in progress fill the {self.memory / 2**20:g} MB memory budget")
+
+    def fits(self, size: int) -> bool:
+        return self.held + size <= self.memory
+
+    def hold(self, size: int) -> None:
+        """Count ``size`` more body bytes, or raise the 503 when they do not fit."""
+        if not self.fits(size):
+            raise self.over_budget()
+        self.held += size
+
+    def free(self, size: int) -> None:
+        self.held -= size
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold an analysis slot for the block, after waiting for one if need be (or raise the 503)."""
+        await self._acquire()
         try:
             yield
         finally:
-            self.busy -= 1
+            self._release()
+
+    async def _acquire(self) -> None:
+        if self.busy < self.limit and not self.waiters:
+            self.busy += 1
+            return
+        if len(self.waiters) >= self.queue:
+            raise busy(f"{self.busy} analyses are running and {len(self.waiters)} waiting")
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(turn)
+        try:  # shielded: the timeout must not cancel a turn that has just been given the slot
+            await asyncio.wait_for(asyncio.shield(turn), self.timeout)
+        except asyncio.TimeoutError:
+            if not turn.done():
+                turn.cancel()
+                self.waiters.remove(turn)
+                raise busy(f"no analysis slot came free within {self.timeout:g} s") from None
+            # the slot came just as the wait ran out: take it
+        except BaseException:  # cancelled from outside while waiting
+            if turn.done():
+                self._release()  # pass on the slot it was given
+            else:
+                turn.cancel()
+                self.waiters.remove(turn)
+            raise
+
+    def _release(self) -> None:
+        while self.waiters:
+            turn = self.waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the slot passes straight to the longest waiter
+                return
+        self.busy -= 1
+
+
+class Admission:
+    """ASGI middleware in front of the analysis routes: a request that could only wait behind a full queue, or whose
+    declared body does not fit the memory budget now, is refused before its body is read; the bytes of every body
+    are counted against the budget as they arrive (a 503 mid-upload when they stop fitting) and freed when the
+    request ends.  A body the server has not read yet stays in the socket (uvicorn stops reading at 64 kB)."""
+
+    def __init__(self, app: ASGIApp, gate: Gate, paths: Sequence[str] = ANALYSIS_PATHS):
+        self.app, self.gate, self.paths = app, gate, tuple(paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            return await self.app(scope, receive, send)
+        declared = Headers(scope=scope).get("content-length", "")
+        refusal = self.gate.full()
+        if refusal is None and declared.isdigit() and not self.gate.fits(int(declared)):
+            refusal = self.gate.over_budget()
+        if refusal is not None:
+            return await refuse(refusal, scope, receive, send)
+        held = 0
+
+        async def counted() -> Message:
+            nonlocal held
+            message = await receive()
+            size = len(message.get("body", b""))
+            if size:
+                self.gate.hold(size)  # FastAPI passes an HTTPException from the body reader on as is
+                held += size
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        finally:
+            self.gate.free(held)
+
+
+class BearerToken:
+    """ASGI middleware: every route but ``open_paths`` needs ``Authorization: Bearer <token>``, else 401 with
+    ``WWW-Authenticate: Bearer``.  SHA-256 digests are compared with ``hmac.compare_digest``, so the time taken
+    reveals neither the token's bytes nor its length.  The token is never logged or echoed."""
+
+    def __init__(self, app: ASGIApp, token: str, open_paths: Sequence[str] = OPEN_PATHS):
+        self.app, self.open_paths = app, tuple(open_paths)
+        self.digest = hashlib.sha256(token.encode()).digest()
+
+    def accepts(self, authorization: str | None) -> bool | None:
+        """None without Bearer credentials, else whether they are the token."""
+        scheme, _, given = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            return None
+        given_digest = hashlib.sha256(given.strip().encode("latin-1")).digest()  # Starlette decodes headers as latin-1
+        return hmac.compare_digest(given_digest, self.digest)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:  # the API serves no websockets
+            return await self.app(scope, receive, send)
+        accepted = self.accepts(Headers(scope=scope).get("authorization"))
+        if accepted:
+            return await self.app(scope, receive, send)
+        challenge = "Bearer" if accepted is None else 'Bearer error="invalid_token"'
+        detail = "a bearer token is required" if accepted is None else "wrong bearer token"
+        await refuse(HTTPException(401, detail, headers={"WWW-Authenticate": challenge}), scope, receive, send)
 
 
 def upload_name(filename: str | None) -> str:
@@ -148,11 +309,30 @@ def analyze_bytes(analyzer: Analyzer, data: bytes, name: str, spacing_mm: float 
     return row
 
 
+def one_line(exc: RequestValidationError) -> str:
+    """A bad request field as ``<field>: <reason>``, like every other error here (FastAPI's own answer is a list
+    that echoes the input)."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ())[1:]) or "request"
+        parts.append(f"{where}: {' '.join(str(error.get('msg', 'invalid')).split())}")
+    return "; ".join(parts) or "invalid request"
+
+
 def create_app(
-    analyzer: Analyzer, max_concurrent: int | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES
+    analyzer: Analyzer,
+    max_concurrent: int | None = None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    *,
+    queue: int = DEFAULT_QUEUE,
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT_S,
+    upload_memory: int = DEFAULT_UPLOAD_MEMORY,
+    token: str | None = None,
 ) -> FastAPI:
-    """The API around one loaded ``analyzer`` (thread-safe, so worker threads share it)."""
-    slots = Slots(max_concurrent or default_max_concurrent())
+    """The API around one loaded ``analyzer`` (thread-safe, so worker threads share it): ``max_concurrent``
+    analyses at once, ``queue`` more waiting up to ``queue_timeout`` s, request bodies within ``upload_memory``
+    bytes (one upload within it and ``max_upload_bytes``), and with a ``token`` every route but /health guarded."""
+    gate = Gate(max_concurrent or default_max_concurrent(), queue, queue_timeout, upload_memory)
     card = analyzer.card
     app = FastAPI(
         title="braintumor",
@@ -160,17 +340,29 @@ def create_app(
         description="Brain MRI slice analysis: tumor type, outline and area in cm². Research and education "
         "only; not a medical device.",
     )
-    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
+    # the last added runs first: the token, then the size limit, then admission to the analyses
+    app.add_middleware(Admission, gate=gate)
+    app.add_middleware(BodyLimit, max_bytes=min(max_upload_bytes, upload_memory))  # an upload that could never fit
+    if token is not None:
+        app.add_middleware(BearerToken, token=token)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_field(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": one_line(exc)}, 422)
 
     @app.post(
         "/analyze",
         responses={
+            401: {"description": "the server has a token and the request lacks it (`Authorization: Bearer …`)"},
             413: {"description": "upload over the size limit"},
             422: {
-                "description": "unreadable scan, or a `mask` the upload cannot have (`mask=seg` on a PNG, a DICOM "
-                "without geometry): `detail` is `<file>: <reason>`"
+                "description": "unreadable scan, a bad field, or a `mask` the upload cannot have (`mask=seg` on a "
+                "PNG, a DICOM without geometry): `detail` is one line, `<file>: <reason>` for a scan"
             },
-            503: {"description": "every analysis slot is busy; see Retry-After"},
+            503: {
+                "description": "busy: the wait queue is full, no analysis slot came free in time, or the uploads "
+                "in progress fill the server's memory budget; see Retry-After"
+            },
         },
     )
     async def analyze(
@@ -182,8 +374,9 @@ def create_app(
     ) -> dict:
         """The JSON object one line of ``braintumor analyze --json`` prints; with ``mask``, plus the mask as a
         base64 string: ``mask_png`` (PNG, 0/255), ``mask_seg`` (DICOM SEG file of a DICOM upload) or
-        ``mask_nifti`` (``.nii.gz`` of a NIfTI upload), the same files ``analyze --out`` writes."""
-        with slots.take():
+        ``mask_nifti`` (``.nii.gz`` of a NIfTI upload), the same files ``analyze --out`` writes.  Waits for an
+        analysis slot when all are busy (up to the server's queue length and timeout)."""
+        async with gate.slot():
             data = await file.read()
             try:
                 return await run_in_threadpool(
@@ -194,9 +387,10 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict:
-        """Up, with the model it answers with: its name and the SHA-256 of each model file its card lists."""
+        """Up, with the model it answers with (its name and the SHA-256 of each model file its card lists) and the
+        load: analyses running and waiting, slots, queue length, upload memory held.  Never needs the token."""
         files = {name: entry.sha256 for name, entry in card.files.items()}
-        return {"status": "ok", "model": card.name, "sha256": files}
+        return {"status": "ok", "model": card.name, "sha256": files, "load": gate.load()}
 
     @app.get("/model")
     async def model() -> dict:
