@@ -330,7 +330,8 @@ def _dicom_slices(data: bytes, name: str, first: Scan) -> list[_Slice]:
 
     if first.n_slices == 1:
         ds = first.source.dataset if isinstance(first.source, DicomSource) else _dataset(data, name)
-        return [_placed(name, ds, first, None)]
+        enhanced = "PerFrameFunctionalGroupsSequence" in ds  # a one-frame enhanced image: placed by its groups
+        return [_placed(name, ds, first, 0 if enhanced else None)]
     ds = _dataset(data, name)
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if not per_frame or len(per_frame) != first.n_slices:
@@ -422,17 +423,22 @@ def _cosines(name: str, value: Any) -> np.ndarray:
 def _assemble(series_uid: str, slices: list[_Slice]) -> Volume:
     """One series as a volume, or ``ScanError`` saying why it is not one."""
     names = list(dict.fromkeys(s.scan.name for s in slices))
-    title = names[0] if len(names) == 1 else (os.path.commonpath(names) if _common(names) else f"{names[0]} …")
-    where = f"series {series_uid}"
+    common = _common(names) if len(names) > 1 else ""
+    title = common or (names[0] if len(names) == 1 else f"{names[0]} …")
+
+    def files(group: list[_Slice]) -> str:  # the files in a message, relative to the series' folder
+        shown = list(dict.fromkeys(_slice_label(s, common) for s in group))
+        more = f" and {len(shown) - 2} more" if len(shown) > 2 else ""
+        return ", ".join(shown[:2]) + more
 
     def refuse(reason: str) -> ScanError:
-        return ScanError(title, f"{where} ({len(slices)} slices) {reason}")
+        return ScanError(title, f"series {series_uid} ({len(slices)} slices) {reason}")
 
     def mixed(what: str, key: Callable[[_Slice], object]) -> ScanError:
         groups: dict[object, list[_Slice]] = {}
         for s in slices:
             groups.setdefault(key(s), []).append(s)
-        shown = "; ".join(f"{k} in {_files(g)}" for k, g in list(groups.items())[:3])
+        shown = "; ".join(f"{k} in {files(g)}" for k, g in list(groups.items())[:3])
         return refuse(f"mixes {what}: {shown}; a volume has one")
 
     if len({s.scan.shape for s in slices}) > 1:
@@ -462,7 +468,7 @@ def _assemble(series_uid: str, slices: list[_Slice]) -> Volume:
     unplaced = [s for s in slices if s.position is None or s.orientation is None]
     if unplaced or orientation is None:
         missing = "ImagePositionPatient" if unplaced[0].position is None else "ImageOrientationPatient"
-        raise refuse(f"has slices without {missing} ({_files(unplaced)}): they cannot be ordered")
+        raise refuse(f"has slices without {missing} ({files(unplaced)}): they cannot be ordered")
     row_cosines, col_cosines = orientation[:3], orientation[3:]
     normal = np.cross(row_cosines, col_cosines)
     positions = np.array([s.position for s in slices], dtype=np.float64)
@@ -470,8 +476,10 @@ def _assemble(series_uid: str, slices: list[_Slice]) -> Volume:
     order = np.argsort(along, kind="stable")
     slices, along, positions = [slices[i] for i in order], along[order], positions[order]
     steps = np.diff(along)
-    for i in np.flatnonzero(steps < DUPLICATE_TOLERANCE_MM):
-        pair = f"{_slice_label(slices[i])} and {_slice_label(slices[i + 1])}"
+    duplicates = np.flatnonzero(steps < DUPLICATE_TOLERANCE_MM)
+    if duplicates.size:
+        i = int(duplicates[0])
+        pair = f"{_slice_label(slices[i], common)} and {_slice_label(slices[i + 1], common)}"
         raise refuse(f"has two slices at the same position ({along[i]:.2f} mm along the normal): {pair}")
     step = float(np.sort(steps)[(len(steps) - 1) // 2]) if len(steps) else None  # the lower median
     gaps = () if step is None else tuple(int(i) for i in np.flatnonzero(np.abs(steps - step) > GAP_TOLERANCE * step))
@@ -497,11 +505,12 @@ def _assemble(series_uid: str, slices: list[_Slice]) -> Volume:
     )
 
 
-def _common(names: list[str]) -> bool:
+def _common(names: list[str]) -> str:
+    """The folder all ``names`` lie in ("" when they share none)."""
     try:
-        return bool(os.path.commonpath(names))
+        return os.path.commonpath(names)
     except ValueError:  # absolute and relative names mixed, or different drives
-        return False
+        return ""
 
 
 def _close(a: object, b: object, tolerance: float, relative: bool = False) -> bool:
@@ -517,11 +526,6 @@ def _rounded(value: Iterable[float] | None, digits: int = 4) -> str:
     return "[" + ", ".join(f"{float(v):.{digits}g}" for v in value) + "]"
 
 
-def _slice_label(s: _Slice) -> str:
-    return s.scan.name if s.scan.n_slices == 1 else f"{s.scan.name} frame {s.scan.slice_index}"
-
-
-def _files(group: list[_Slice]) -> str:
-    shown = list(dict.fromkeys(_slice_label(s) for s in group))
-    more = f" and {len(shown) - 2} more" if len(shown) > 2 else ""
-    return ", ".join(shown[:2]) + more
+def _slice_label(s: _Slice, folder: str) -> str:
+    name = os.path.relpath(s.scan.name, folder) if folder else s.scan.name
+    return name if s.scan.n_slices == 1 else f"{name} frame {s.scan.slice_index}"
