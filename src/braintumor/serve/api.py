@@ -125,14 +125,17 @@ class Gate:
             "waiting": len(self.waiters),
             "slots": self.limit,
             "queue": self.queue,
-            "upload_mb_held": round(self.held / 2**20, 1),
+            "upload_mb_held": round(self.held / 2**20, 3),
         }
 
     def full(self) -> HTTPException | None:
         """The refusal for a request that could only wait behind a full queue, else None."""
         if self.busy >= self.limit and len(self.waiters) >= self.queue:
-            return busy(f"{self.busy} analyses are running and {len(self.waiters)} waiting")
+            return self.queue_full()
         return None
+
+    def queue_full(self) -> HTTPException:
+        return busy(f"all {self.limit} analysis slots are taken and {len(self.waiters)} requests are waiting")
 
     def over_budget(self) -> HTTPException:
         return busy(f"the uploads in progress fill the {self.memory / 2**20:g} MB memory budget")
@@ -163,7 +166,7 @@ class Gate:
             self.busy += 1
             return
         if len(self.waiters) >= self.queue:
-            raise busy(f"{self.busy} analyses are running and {len(self.waiters)} waiting")
+            raise self.queue_full()
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiters.append(turn)
         try:  # shielded: the timeout must not cancel a turn that has just been given the slot
