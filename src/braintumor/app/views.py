@@ -22,6 +22,7 @@ from PIL import Image
 from braintumor.errors import ScanError
 from braintumor.evaluation.metrics import area_cm2, dice
 from braintumor.imageio import Scan, load_scan
+from braintumor.imageio.limits import MAX_UPLOAD_BYTES
 from braintumor.imageio.registry import suffix_of
 from braintumor.imageio.writers import MaskError, mask_description, mask_writer
 from braintumor.inference import Analyzer, Result
@@ -31,7 +32,7 @@ from braintumor.inference.table import COLUMNS, csv_row
 if TYPE_CHECKING:  # torch is optional: Grad-CAM needs the 'train' extra
     from braintumor.inference.explain import Explainer
 
-MAX_UPLOAD_MB = 64
+MAX_UPLOAD_MB = MAX_UPLOAD_BYTES >> 20
 #: ``braintumor app --model DIR --members N`` reaches the page (another process) through these
 MODEL_ENV, MEMBERS_ENV = "BRAINTUMOR_MODEL", "BRAINTUMOR_MEMBERS"
 # Streamlit settings for a page that strangers use: no telemetry, no error details or developer menu in the

@@ -18,6 +18,8 @@ MAX_PIXELS = MAX_SIDE * MAX_SIDE
 MAX_DECOMPRESSED_BYTES = 256 * 1024 * 1024
 #: Largest file read at all.
 MAX_FILE_BYTES = 512 * 1024 * 1024
+#: the largest upload the web page and the HTTP API accept (one scan, or an expert mask)
+MAX_UPLOAD_BYTES = 64 * 2**20
 
 
 def check_size(name: str, height: int, width: int) -> None:

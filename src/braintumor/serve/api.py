@@ -33,6 +33,7 @@ from braintumor import __version__
 from braintumor.bundle import to_json
 from braintumor.errors import ScanError
 from braintumor.imageio import load_scan
+from braintumor.imageio.limits import MAX_UPLOAD_BYTES
 from braintumor.imageio.registry import format_name
 from braintumor.imageio.writers import MASK_KINDS, MASK_WRITERS, MaskError, mask_description
 from braintumor.inference import Analyzer
@@ -40,8 +41,6 @@ from braintumor.inference import Analyzer
 if TYPE_CHECKING:
     import numpy as np
 
-#: Largest request body, the same 64 MB as the web page's uploads.
-MAX_UPLOAD_BYTES = 64 * 2**20
 #: Seconds a client is told to wait when the server refuses work it cannot take now (503).
 RETRY_AFTER_S = 1
 #: Requests that may wait for an analysis slot (``--queue``), and for how long each (``--queue-timeout``).

@@ -71,7 +71,8 @@ class SliceModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         seg, cls = self(batch["image"])
         labels = batch["label"].cpu().numpy()
-        probs = cls.float().softmax(1).cpu().numpy() if cls is not None else np.full((len(labels), 4), np.nan)
+        no_classes = np.full((len(labels), len(CLASSES)), np.nan)
+        probs = cls.float().softmax(1).cpu().numpy() if cls is not None else no_classes
         masks = (seg.float() > 0).cpu().numpy()[:, 0] if seg is not None else None
         truth = batch["mask"].cpu().numpy()[:, 0] > 0.5
         dices = (
