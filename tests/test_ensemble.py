@@ -165,7 +165,7 @@ def test_bench_times_the_ensemble_and_one_member(ensemble, tmp_path, capsys):
     assert set(out["meets_targets"]) == {"ensemble_ms", "ensemble_rss", "one_member_ms"}
 
 
-def test_the_page_shows_where_an_ensembles_members_disagree(ensemble, monkeypatch):
+def test_the_page_shows_where_an_ensembles_members_disagree(ensemble, monkeypatch, request):
     from streamlit.testing.v1 import AppTest
 
     from braintumor.app.views import MEMBERS_ENV, MODEL_ENV, analyze_upload
@@ -175,6 +175,10 @@ def test_the_page_shows_where_an_ensembles_members_disagree(ensemble, monkeypatc
     assert analyze_upload(Analyzer(ensemble, members=1), image, "x.png", None).disagreement is None
     monkeypatch.setenv(MODEL_ENV, str(ensemble))
     monkeypatch.setenv(MEMBERS_ENV, "")
+    import streamlit as st
+
+    st.cache_resource.clear()  # earlier page tests in this process cached the shipped model
+    request.addfinalizer(st.cache_resource.clear)  # and later ones must not get the ensemble
     page = Path(__file__).resolve().parent.parent / "src" / "braintumor" / "app" / "page.py"
     at = AppTest.from_file(str(page), default_timeout=60).run()
     at.selectbox(key="example").select("pituitary").run()
