@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,15 +52,9 @@ def read_nifti(data: bytes, name: str, slice_index: int | None = None) -> Scan:
     index = n // 2 if slice_index is None else int(slice_index)
     if not 0 <= index < n:
         raise ScanError(name, f"slice {index} out of range: the volume has {n} slices")
-    proxy = image.dataobj
-    slab = proxy[..., index : index + 1] if len(proxy.shape) == 3 else np.asanyarray(proxy)
-    slab = np.asarray(slab, dtype=np.float32).reshape(shape[0], shape[1], 1)
     ornt = nib.orientations.io_orientation(image.affine)
-    canonical = nib.orientations.apply_orientation(slab, ornt)  # array axes → R, A, S
     normal = int(ornt[2, 0])
-    plane = np.squeeze(canonical, axis=normal)  # the two in-plane axes, in R, A, S order
-    # radiological display: columns run right → left, rows anterior → posterior or superior → inferior
-    pixels = np.ascontiguousarray(plane[::-1, ::-1].T)
+    pixels = display_plane(image.dataobj, shape, ornt, normal, index)
     spacing, source = _spacing(header, ornt, normal)
     return Scan(
         pixels=pixels,
@@ -72,6 +66,21 @@ def read_nifti(data: bytes, name: str, slice_index: int | None = None) -> Scan:
         meta={"orientation": "".join(nib.aff2axcodes(image.affine))},
         source=nifti_source(head),
     )
+
+
+def display_plane(proxy: Any, shape: tuple[int, ...], ornt: np.ndarray, normal: int, k: int) -> np.ndarray:
+    """Slice ``k`` of a NIfTI image's data (``shape``: its 2 or 3 dimensions, trailing singletons dropped) as
+    float32 in radiological display: reoriented to R, A, S, columns right → left, rows anterior → posterior or
+    superior → inferior. Reads that one slice only."""
+    import nibabel as nib
+
+    if len(proxy.shape) >= 3:  # (x, y, z) or (x, y, z, 1, …): one slab, the singleton axes indexed away
+        slab = proxy[(slice(None), slice(None), slice(k, k + 1)) + (0,) * (len(proxy.shape) - 3)]
+    else:
+        slab = np.asanyarray(proxy)
+    slab = np.asarray(slab, dtype=np.float32).reshape(shape[0], shape[1], 1)
+    plane = np.squeeze(nib.orientations.apply_orientation(slab, ornt), axis=normal)
+    return np.ascontiguousarray(plane[::-1, ::-1].T)
 
 
 def _spacing(header: Nifti1Header, ornt: np.ndarray, normal: int) -> tuple[tuple[float, float] | None, str]:

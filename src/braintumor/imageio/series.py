@@ -228,7 +228,7 @@ def _nifti_volume(data: bytes, name: str, budget: int) -> Volume:
     import nibabel as nib
     from nibabel.fileholders import FileHolder
 
-    from braintumor.imageio.nifti import _spacing
+    from braintumor.imageio.nifti import _spacing, display_plane
     from braintumor.imageio.nifti_mask import nifti_source
 
     stream = gzip.GzipFile(fileobj=io.BytesIO(data)) if data.startswith(b"\x1f\x8b") else io.BytesIO(data)
@@ -253,17 +253,9 @@ def _nifti_volume(data: bytes, name: str, budget: int) -> Volume:
     spacing, spacing_source = _spacing(header, ornt, normal)
     meta = {"orientation": "".join(nib.aff2axcodes(image.affine)), "format": format_name("nifti")}
     source = nifti_source(head)
-    proxy = image.dataobj
     slices = []
     for k in range(n):
-        if len(proxy.shape) >= 3:
-            key = (slice(None), slice(None), slice(k, k + 1)) + (0,) * (len(proxy.shape) - 3)
-            slab = proxy[key]
-        else:
-            slab = np.asanyarray(proxy)
-        slab = np.asarray(slab, dtype=np.float32).reshape(shape[0], shape[1], 1)
-        plane = np.squeeze(nib.orientations.apply_orientation(slab, ornt), axis=normal)
-        pixels = _checked_pixels(name, np.ascontiguousarray(plane[::-1, ::-1].T))
+        pixels = _checked_pixels(name, display_plane(image.dataobj, shape, ornt, normal, k))
         slices.append(
             Scan(
                 pixels=pixels,
