@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from braintumor.bundle import DEFAULT_MODEL_DIR, read_card
 from braintumor.imageio import load_scan
 from braintumor.inference import Analyzer
 
@@ -135,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
         images = _images(args.images, Path(tmp), args.images_dir)
         e2e_images = _images(args.end_to_end_images, Path(tmp), args.images_dir)
         ms_e2e, rss_e2e = _end_to_end(e2e_images, args.model, Path(tmp) / "out", json_only=False)
-        ensemble = Analyzer.load(args.model).is_ensemble
+        members = len(read_card(args.model or DEFAULT_MODEL_DIR).members)  # 0: not an ensemble
+        ensemble = members > 0
         # an ensemble's fast mode: one member, the same whole command
         one = _end_to_end(e2e_images, args.model, Path(tmp) / "one", json_only=False, members=1) if ensemble else None
         ms_json, rss_json = _end_to_end(e2e_images, args.model, Path(tmp) / "out", json_only=True)
@@ -170,7 +172,6 @@ def run(args: argparse.Namespace) -> int:
         "peak_rss_mb_json_only": round(rss_json, 1),
     }
     if one is not None:
-        members = len(Analyzer.load(args.model).member_cards)
         out |= {
             "members": members,
             "ms_per_image_end_to_end_one_member": round(one[0], 2),

@@ -159,6 +159,8 @@ class Analyzer(OnnxModel):
         classes = self.member_class_probabilities([r[1] for r in runs])
         # an ensemble's members have feature spaces of their own: no single out-of-distribution model fits them
         features = runs[0][2] if len(runs[0]) > 2 and not self.is_ensemble else None
+        if len(runs) == 1:  # one network: its outputs are the means (no copy on the single-model hot path)
+            return Outputs(masks[0], classes[0], features, masks, classes)
         return Outputs(masks.mean(axis=0), classes.mean(axis=0), features, masks, classes)
 
     def network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
