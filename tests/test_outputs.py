@@ -310,7 +310,8 @@ def test_analyze_writes_seg_nifti_and_warnings_end_to_end(tmp_path, pixels, monk
     inputs.mkdir()
     _full_dicom(inputs / "a.dcm", pixels)
     write_dicom(inputs / "b.dcm", pixels)
-    nib.save(nib.Nifti1Image(_marks((36, 44, 5)) * 300, NIFTI_AFFINES["las"]), inputs / "c.nii.gz")
+    # one slice: a NIfTI of several slices is a whole scan (tests/test_analyze_volume.py)
+    nib.save(nib.Nifti1Image(_marks((36, 44, 1)) * 300, NIFTI_AFFINES["las"]), inputs / "c.nii.gz")
     out = tmp_path / "out"
     assert main(["analyze", str(inputs), "--out", str(out)]) == 0
     rows = {Path(r["file"]).name: r for r in csv.DictReader(io.StringIO((out / "results.csv").read_text()))}

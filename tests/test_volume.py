@@ -125,6 +125,7 @@ def dicom_slice(
     write_dicom(path, pixels, spacing=spacing)
     ds = pydicom.dcmread(path)
     ds.SeriesInstanceUID, ds.FrameOfReferenceUID = series_uid, "1.2.826.0.1.3680043.8.498.2"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.3"
     ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
     ds.ImageOrientationPatient = [f"{v:.8f}" for v in orientation]
     ds.InstanceNumber, ds.SliceThickness = instance, THICKNESS
@@ -373,7 +374,7 @@ def test_an_uneven_gap_is_reported(tmp_path, phantom):
     assert volume.slice_positions_mm == pytest.approx((0, 4, 8, 12, 20, 24))
     result = measure(volume, ThresholdAnalyzer())
     assert result.gaps == (3,) and any("uneven slice spacing (3→4: 8.0 mm" in w for w in result.warnings)
-    assert result.row()["gaps"] == [3]
+    assert result.row()["gaps"] == [4]  # numbered from 1: after slice 4
 
 
 def test_limits(tmp_path, phantom, monkeypatch):
@@ -484,10 +485,11 @@ def test_row_is_json(tmp_path, phantom):
     result = measure(_volume([100, 10, 0]), ThresholdAnalyzer())
     row = json.loads(json.dumps(result.row()))
     assert row["slices"] == 3 and row["label"] == "glioma" and row["tumor_voxels"] == 110
+    assert row["tumor_slices"] == [1, 2] and row["largest_slice"] == 1
     assert row["volume_cm3"] == pytest.approx(round(110 * 0.25 * 7 / 1000, 3))
     assert set(row) >= {"p_glioma", "p_notumor", "longest_diameter_mm", "perpendicular_diameter_mm", "gaps"}
     slices = json.loads(json.dumps(result.slice_rows()))
-    assert [s["slice"] for s in slices] == [0, 1, 2] and slices[0]["tumor_pixels"] == 100
+    assert [s["slice"] for s in slices] == [1, 2, 3] and slices[0]["tumor_pixels"] == 100
 
 
 @pytest.mark.parametrize("degrees", [0, 30, 72, 90])

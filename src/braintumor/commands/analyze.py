@@ -12,14 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from braintumor.errors import OptionError
+from braintumor.errors import OptionError, ScanError
 from braintumor.imageio.registry import SUPPORTED_SUFFIXES, suffix_of
-from braintumor.inference.table import COLUMNS, csv_row
+from braintumor.inference.table import COLUMNS, VOLUME_COLUMNS, csv_row, volume_csv_row
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from braintumor.inference.analyzer import Result
+    from braintumor.imageio.series import Volume
+    from braintumor.inference.analyzer import Analyzer, Result
+    from braintumor.inference.volume import VolumeResult
 
 
 def expand(inputs: list[Path]) -> list[Path]:
@@ -47,6 +49,27 @@ def text_line(result: Result) -> str:
     spread = "" if result.uncertainty is None else f", outline uncertainty {result.uncertainty:.3f}"
     warn = f"  [{'; '.join(result.warnings)}]" if result.warnings else ""
     return f"{result.file}: {result.label} ({result.confidence:.1%}), {area}{spread}{warn}"
+
+
+def volume_line(result: VolumeResult) -> str:
+    """One whole scan in a line: type, volume, diameters, where the tumor is, warnings."""
+    size = (
+        "volume unknown (no pixel or slice spacing)"
+        if result.volume_cm3 is None
+        else f"volume {result.volume_cm3:.2f} cm³ ({result.tumor_voxels} voxels)"
+    )
+    if result.diameters_mm is not None and result.largest_slice is not None:
+        longest, perpendicular = result.diameters_mm
+        size += f", diameters {longest:.1f} × {perpendicular:.1f} mm on slice {result.largest_slice + 1}"
+    where = (
+        f"tumor in {len(result.tumor_slices)} of {result.n_slices} slices"
+        if result.tumor_slices
+        else f"no tumor found in {result.n_slices} slices"
+    )
+    label = "no type (segmentation-only model)" if result.label is None else f"{result.label} ({result.confidence:.1%})"
+    warnings = result.all_warnings()
+    warn = f"  [{'; '.join(warnings)}]" if warnings else ""
+    return f"{result.name}: whole scan, {label}, {size}, {where}{warn}"
 
 
 def _unique_stem(path: str, used: set[str]) -> str:
@@ -97,6 +120,8 @@ class Outputs:
             self.writer.writeheader()
         self.pool = ThreadPoolExecutor(workers)
         self.workers = workers
+        self.append = append
+        self.volumes: csv.DictWriter[str] | None = None  # volumes.csv, opened at the first whole scan
         self.pending: deque[tuple[dict[str, Any], Future[list[str]] | None]] = deque()
 
     def add(self, result: Result, row: dict[str, Any], stem: str) -> None:
@@ -135,6 +160,38 @@ class Outputs:
             return [str(err)]
         return []
 
+    def add_volume(self, result: VolumeResult, volume: Volume, stem: str) -> None:
+        """A whole scan: its slices' rows in results.csv, its row in volumes.csv, and under volumes/STEM/ the 3-D
+        mask (mask.nii.gz; seg.dcm for a DICOM series) and montage.png of its tumor slices.  The row's warnings
+        say why a mask file could not be made."""
+        from braintumor.imageio.writers import mask_description, volume_masks
+        from braintumor.inference.render import montage
+
+        folder = self.out / "volumes" / stem
+        folder.mkdir(parents=True, exist_ok=True)
+        masks = [r.mask for r in result.results]
+        assert all(m is not None for m in masks), "every slice of a measured volume was analysed"
+        files, warnings = volume_masks(volume, masks, mask_description(result.label, result.confidence))
+        names = {"nifti": "mask.nii.gz", "seg": "seg.dcm"}
+        for kind, data in files.items():
+            (folder / names[kind]).write_bytes(data)
+        sheet = montage(result)
+        if sheet is not None:
+            sheet.save(folder / "montage.png", compress_level=1)
+        self.add_volume_row({**result.row(), "warnings": [*result.all_warnings(), *warnings]})
+        for row in result.slice_rows():
+            self.pending.append(({**row, "file": f"{row['file']} [slice {row['slice']}/{result.n_slices}]"}, None))
+        self._flush()
+
+    def add_volume_row(self, row: dict[str, Any]) -> None:
+        if self.volumes is None:
+            self.volumes_handle = open(self.out / "volumes.csv", "a" if self.append else "w", newline="")  # noqa: SIM115 (closed by close())
+            self.volumes = csv.DictWriter(self.volumes_handle, fieldnames=VOLUME_COLUMNS)
+            if not self.append or self.volumes_handle.tell() == 0:
+                self.volumes.writeheader()
+        self.volumes.writerow(volume_csv_row(row))
+        self.volumes_handle.flush()
+
     def _flush(self, block: bool = False) -> None:
         while self.pending and (block or self.pending[0][1] is None or self.pending[0][1].done()):
             row, job = self.pending.popleft()
@@ -149,12 +206,15 @@ class Outputs:
             self._flush(block=True)
         self.pool.shutdown()
         self.handle.close()
+        if self.volumes is not None:
+            self.volumes_handle.close()
 
 
 def run(args: argparse.Namespace) -> int:
     import math
     import os
 
+    from braintumor.imageio.inputs import split_whole_scans
     from braintumor.inference import Analyzer
 
     if args.spacing_mm is not None and not (math.isfinite(args.spacing_mm) and args.spacing_mm > 0):
@@ -166,25 +226,34 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError("inputs", "no scans found in the given files and folders")
     stems = dict(zip(map(str, files), _stems(files), strict=True))
     done = _done(args.out / "results.csv") if args.resume else set()
-    todo = [f for f in files if str(f) not in done]
+    slices, scans = split_whole_scans([f for f in files if str(f) not in done])
     analyzer = Analyzer.load(
-        args.model, memory_arena=len(todo) > 1, members=args.members
+        args.model, memory_arena=len(slices) + len(scans) > 1, members=args.members
     )  # a batch: speed over resident memory
     workers = min(4, os.cpu_count() or 1)
     outputs = Outputs(args.out, args.overlay_format, append=bool(done), workers=workers) if args.out else None
-    failed = 0
-    interactive = sys.stderr.isatty() and (sys.stdout.isatty() or not args.json)
-    bar = tqdm(total=len(todo), unit="img", disable=len(todo) < 2 or not interactive, file=sys.stderr)
+    failed = analysed = 0
+    used: set[str] = set()  # names under volumes/
     try:
-        for result in analyzer.analyze_many(todo, spacing_mm=args.spacing_mm, batch_size=args.batch_size):
-            bar.update(1)
-            failed += result.error is not None
-            row = result.row()
-            tqdm.write(json.dumps(row) if args.json else text_line(result), file=sys.stdout)
-            if outputs:
-                outputs.add(result, row, stems[result.file])
+        for group in scans:
+            ok, fallback = _analyze_whole_scan(analyzer, group, args, outputs, used)
+            analysed += 1
+            failed += not ok
+            slices += fallback
+        interactive = sys.stderr.isatty() and (sys.stdout.isatty() or not args.json)
+        bar = tqdm(total=len(slices), unit="img", disable=len(slices) < 2 or not interactive, file=sys.stderr)
+        try:
+            for result in analyzer.analyze_many(slices, spacing_mm=args.spacing_mm, batch_size=args.batch_size):
+                bar.update(1)
+                analysed += 1
+                failed += result.error is not None
+                row = result.row()
+                tqdm.write(json.dumps(row) if args.json else text_line(result), file=sys.stdout)
+                if outputs:
+                    outputs.add(result, row, stems[result.file])
+        finally:
+            bar.close()
     finally:
-        bar.close()
         if outputs:
             outputs.close()
     if done:
@@ -192,6 +261,36 @@ def run(args: argparse.Namespace) -> int:
             f"resumed: {len(done & set(stems))} files already in {args.out / 'results.csv'} were skipped",
             file=sys.stderr,
         )
-    if todo and failed == len(todo):
+    if analysed and failed == analysed:
         return 2
     return 1 if failed else 0
+
+
+def _analyze_whole_scan(
+    analyzer: Analyzer, group: list[Path], args: argparse.Namespace, outputs: Outputs | None, used: set[str]
+) -> tuple[bool, list[Path]]:
+    """Read, measure and report one whole scan; returns whether it was measured, and the files to analyse one by
+    one instead when the scan is not one volume (mixed series, duplicate positions, …: said once, on stderr)."""
+    from braintumor.imageio.series import read_series
+    from braintumor.inference.volume import measure
+
+    try:
+        volumes = read_series(group)
+    except ScanError as err:
+        if len(group) == 1:  # one file (a NIfTI or multi-frame DICOM) that is not a readable volume
+            row = {"name": err.name, "error": err.reason}
+            print(json.dumps(row) if args.json else f"{err.name}: ERROR {err.reason}")
+            if outputs:
+                outputs.add_volume_row(row)
+            return False, []
+        print(f"{err}; its {len(group)} files are analysed one by one", file=sys.stderr)
+        return True, list(group)
+    for volume in volumes:  # one: a group is one series or one file
+        result = measure(volume, analyzer, batch_size=max(args.batch_size, 8), spacing_mm=args.spacing_mm)
+        if args.json:
+            print(json.dumps({**result.row(), "slice_results": result.slice_rows()}))
+        else:
+            print(volume_line(result))
+        if outputs:
+            outputs.add_volume(result, volume, _unique_stem(volume.name, used))
+    return True, []

@@ -13,6 +13,7 @@ whether the slice came from a file or from an upload's bytes."""
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,17 +67,26 @@ def seg_source(ds: Dataset) -> DicomSource:
 def dicom_seg_bytes(scan: Scan, mask: np.ndarray, description: str) -> bytes:
     """``mask`` (0/1 at the source's rows × columns) as a one-segment binary SEG of the analysed frame of the
     DICOM ``scan``, as the bytes of a DICOM file.  Raises ``MaskError`` with the reason no SEG can be made."""
+    return series_seg_bytes([scan], [mask], description)
+
+
+def series_seg_bytes(scans: Sequence[Scan], masks: Sequence[np.ndarray], description: str) -> bytes:
+    """One SEG for the slices of one DICOM series (``scans``: single-frame files, or frames of one multi-frame
+    file), one frame per slice in the given order, each referencing its source instance (and frame): a whole
+    scan's 3-D mask in one multi-frame SEG.  ``MaskError`` with the reason when no SEG can be made."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     import braintumor
 
-    if not isinstance(scan.source, DicomSource):
+    sources = [s.source for s in scans]
+    if not sources or not all(isinstance(s, DicomSource) for s in sources):
         raise MaskError("no DICOM SEG written: the scan was not read from a DICOM file")
-    ds, frame = scan.source.dataset, scan.slice_index
-    missing = _missing(ds)
-    if missing:
-        raise MaskError(f"no DICOM SEG written: the source lacks {', '.join(missing)}")
+    datasets = list({id(s.dataset): s.dataset for s in sources if isinstance(s, DicomSource)}.values())
+    for ds in datasets:
+        missing = _missing(ds)
+        if missing:
+            raise MaskError(f"no DICOM SEG written: the source lacks {', '.join(missing)}")
     algorithm = hd.AlgorithmIdentificationSequence(
         name="braintumor", version=braintumor.__version__, family=codes.cid7162.ArtificialIntelligence
     )
@@ -89,19 +99,20 @@ def dicom_seg_bytes(scan: Scan, mask: np.ndarray, description: str) -> bytes:
         algorithm_identification=algorithm,
     )
     segment.SegmentDescription = description
-    positions = None  # a single-frame source: the plane is the source's own
-    if "PerFrameFunctionalGroupsSequence" in ds:  # only the analysed frame, placed where that frame lies
-        positions = [
-            hd.PlanePositionSequence.from_sequence(ds.PerFrameFunctionalGroupsSequence[frame].PlanePositionSequence)
-        ]
+    positions = None  # single-frame sources: each frame lies on its own source's plane
+    if "PerFrameFunctionalGroupsSequence" in datasets[0]:  # the analysed frames, placed where they lie
+        if len(datasets) > 1:
+            raise MaskError("no DICOM SEG written: the slices come from more than one multi-frame file")
+        groups = datasets[0].PerFrameFunctionalGroupsSequence
+        positions = [hd.PlanePositionSequence.from_sequence(groups[s.slice_index].PlanePositionSequence) for s in scans]
     try:
         seg = hd.seg.Segmentation(
-            source_images=[ds],
-            pixel_array=mask.astype(bool)[None],
+            source_images=datasets,
+            pixel_array=np.stack([np.asarray(m).astype(bool) for m in masks]),
             plane_positions=positions,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=[segment],
-            omit_empty_frames=False,  # an empty mask is still one (empty) frame: "no tumor found here"
+            omit_empty_frames=False,  # an empty mask is still a frame: "no tumor found here"
             series_instance_uid=hd.UID(),
             series_number=1,
             sop_instance_uid=hd.UID(),

@@ -7,13 +7,17 @@ the web page offers them for download."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from braintumor.imageio.scan import Scan
+
+if TYPE_CHECKING:
+    from braintumor.imageio.series import Volume
 
 
 class MaskError(ValueError):
@@ -80,3 +84,30 @@ def mask_description(label: str | None, confidence: float | None) -> str:
     if label is None or confidence is None:
         return "predicted tumor outline"
     return f"predicted {label} (confidence {confidence:.1%})"
+
+
+def volume_masks(volume: Volume, masks: Sequence[np.ndarray], description: str) -> tuple[dict[str, bytes], list[str]]:
+    """A whole scan's 3-D mask files, by ``mask=`` kind: ``nifti`` (a NIfTI volume's in its own axes and header; a
+    DICOM series' placed by its affine) and, for a DICOM series, ``seg`` (one multi-frame SEG referencing every
+    source instance).  ``masks`` are 0/1, one per slice in the volume's order.  Also returns, as warnings, why
+    a file could not be made (geometry unknown, source without the identity a SEG needs)."""
+    from braintumor.imageio.dicom_seg import series_seg_bytes
+    from braintumor.imageio.nifti_mask import affine_mask_bytes, volume_mask_bytes
+
+    files: dict[str, bytes] = {}
+    warnings: list[str] = []
+    if volume.format == "nifti":
+        makers: dict[str, Callable[[], bytes]] = {"nifti": lambda: volume_mask_bytes(volume.slices, masks, description)}
+    else:
+        makers = {"seg": lambda: series_seg_bytes(volume.slices, masks, description)}
+        if volume.affine is not None:
+            affine = volume.affine
+            makers["nifti"] = lambda: affine_mask_bytes(np.stack(masks), affine, description)
+        else:
+            warnings.append("no NIfTI mask written: the series' geometry (pixel spacing, positions) is unknown")
+    for kind, make in makers.items():
+        try:
+            files[kind] = make()
+        except MaskError as err:
+            warnings.append(str(err))
+    return files, warnings

@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 if TYPE_CHECKING:
     from braintumor.inference.analyzer import Result
+    from braintumor.inference.volume import VolumeResult
 
 
 def display_gray(pixels: np.ndarray) -> np.ndarray:
@@ -101,3 +102,26 @@ def _caption(image: Image.Image, text: str) -> None:
 def caption_of(result: Result) -> str:
     area = "area: needs pixel spacing" if result.area_cm2 is None else f"area {result.area_cm2:.2f} cm²"
     return f"{result.label} ({result.confidence:.0%}), {area}"
+
+
+def montage(result: VolumeResult, columns: int = 4, tile: int = 256) -> Image.Image | None:
+    """The tumor slices of a whole scan side by side (``columns`` a row, each ``tile`` px wide), outlined as
+    ``overlay`` draws them and captioned with the slice number and its area; None when no slice holds tumor."""
+    if not result.tumor_slices:
+        return None
+    tiles = []
+    for k in result.tumor_slices:
+        r = result.results[k]
+        assert r.mask is not None and r.scan is not None, "a tumor slice was analysed"
+        area = "" if r.area_cm2 is None else f", {r.area_cm2:.2f} cm²"
+        image = overlay(r.scan.pixels, r.mask).convert("RGB")
+        image = image.resize((tile, max(1, round(tile * image.height / image.width))))
+        _caption(image, f"slice {k + 1}/{result.n_slices}{area}")  # after resizing: legible at the tile's size
+        tiles.append(image)
+    height = max(t.height for t in tiles)
+    columns = min(columns, len(tiles))
+    rows = -(-len(tiles) // columns)
+    sheet = Image.new("RGB", (columns * tile, rows * height))
+    for i, t in enumerate(tiles):
+        sheet.paste(t, ((i % columns) * tile, (i // columns) * height))
+    return sheet

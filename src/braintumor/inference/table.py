@@ -30,3 +30,38 @@ def csv_row(row: dict[str, Any]) -> dict[str, Any]:
         spacing = f"{spacing[0]:g}" if spacing[0] == spacing[1] else f"{spacing[0]:g}x{spacing[1]:g}"
     out = {**row, "spacing_mm": spacing, "warnings": "; ".join(row["warnings"])}
     return {k: "" if out[k] is None else out[k] for k in COLUMNS}
+
+
+#: The columns of ``analyze``'s volumes.csv: one row per whole scan (its slices' rows are in results.csv).
+VOLUME_COLUMNS = [
+    "name",
+    "series_uid",
+    "slices",
+    "label",
+    "confidence",
+    *[f"p_{c}" for c in CLASSES],
+    "tumor_voxels",
+    "volume_cm3",
+    "longest_diameter_mm",
+    "perpendicular_diameter_mm",
+    "largest_slice",
+    "tumor_slices",
+    "spacing_mm",
+    "slice_spacing_mm",
+    "gaps",
+    "warnings",
+    "error",
+]
+
+
+def volume_csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    """volumes.csv cells: slice numbers space-separated, spacing as ROWxCOL, warnings joined with '; '."""
+    spacing = row.get("spacing_mm")
+    out = {
+        **row,
+        "tumor_slices": " ".join(map(str, row.get("tumor_slices", []))),
+        "gaps": " ".join(map(str, row.get("gaps", []))),
+        "spacing_mm": None if spacing is None else "x".join(f"{s:g}" for s in spacing),
+        "warnings": "; ".join(row.get("warnings", [])),
+    }
+    return {k: "" if out.get(k) is None else out[k] for k in VOLUME_COLUMNS}

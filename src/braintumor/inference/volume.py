@@ -8,13 +8,13 @@ and no diameter, without a slice spacing (one slice) no volume, and the warnings
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 
 from braintumor import CLASSES
-from braintumor.imageio.scan import Scan
+from braintumor.imageio.scan import Scan, as_spacing
 from braintumor.imageio.series import Volume
 from braintumor.inference.analyzer import Result
 from braintumor.inference.runtime import SpacingArg
@@ -73,7 +73,9 @@ class VolumeResult:
         return [*self.warnings, *(f"{w} ({k} of {n} slices)" for w, k in self.slice_warnings.items())]
 
     def row(self) -> dict:
-        """The flat record for ``--json`` and a results table (as ``Result.row`` for a slice)."""
+        """The flat record for ``--json``, volumes.csv and the API (as ``Result.row`` for a slice).  Slices are
+        numbered from 1, as viewers number them: ``largest_slice``, ``tumor_slices``, and ``gaps`` (a gap after
+        slice k, before k + 1)."""
         p = self.probabilities
         diameters = self.diameters_mm
         return {
@@ -87,21 +89,24 @@ class VolumeResult:
             "volume_cm3": None if self.volume_cm3 is None else round(self.volume_cm3, 3),
             "longest_diameter_mm": None if diameters is None else round(diameters[0], 1),
             "perpendicular_diameter_mm": None if diameters is None else round(diameters[1], 1),
-            "largest_slice": self.largest_slice,
-            "tumor_slices": list(self.tumor_slices),
+            "largest_slice": None if self.largest_slice is None else self.largest_slice + 1,
+            "tumor_slices": [k + 1 for k in self.tumor_slices],
             "spacing_mm": None if self.spacing_mm is None else [round(s, 4) for s in self.spacing_mm],
             "slice_spacing_mm": None if self.slice_spacing_mm is None else round(self.slice_spacing_mm, 4),
-            "gaps": list(self.gaps),
+            "gaps": [k + 1 for k in self.gaps],
             "warnings": self.all_warnings(),
         }
 
     def slice_rows(self) -> list[dict]:
-        """Each slice's ``Result.row()`` with its index in the volume."""
-        return [{"slice": i, **r.row()} for i, r in enumerate(self.results)]
+        """Each slice's ``Result.row()`` with its number in the volume (from 1)."""
+        return [{"slice": i + 1, **r.row()} for i, r in enumerate(self.results)]
 
 
-def measure(volume: Volume, analyzer: SliceAnalyzer, batch_size: int = 8) -> VolumeResult:
-    """Analyse every slice of ``volume`` (``batch_size`` at a time) and measure the tumor in 3-D.
+def measure(
+    volume: Volume, analyzer: SliceAnalyzer, batch_size: int = 8, spacing_mm: SpacingArg = None
+) -> VolumeResult:
+    """Analyse every slice of ``volume`` (``batch_size`` at a time) and measure the tumor in 3-D.  ``spacing_mm``
+    is the user's in-plane spacing, used only when the volume carries none (as for a single slice).
 
     - volume: tumor voxels × voxel volume (row × column × slice spacing, mm³) / 1000, in cm³;
     - diameters: on the slice with the largest tumor area, the longest diameter of the tumor and the longest
@@ -114,10 +119,12 @@ def measure(volume: Volume, analyzer: SliceAnalyzer, batch_size: int = 8) -> Vol
       probabilities and no type."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if volume.spacing_mm is None and spacing_mm is not None:
+        volume = replace(volume, spacing_mm=as_spacing(spacing_mm), spacing_source="user")
     slices = list(volume.slices)
     results: list[Result] = []
     for start in range(0, len(slices), batch_size):
-        results += analyzer.analyze_scans(slices[start : start + batch_size])
+        results += analyzer.analyze_scans(slices[start : start + batch_size], spacing_mm)
     pixels = [int(r.tumor_pixels) for r in results]
     tumor_slices = [i for i, n in enumerate(pixels) if n > 0]
     out = VolumeResult(
