@@ -20,6 +20,16 @@ MAX_DECOMPRESSED_BYTES = 256 * 1024 * 1024
 MAX_FILE_BYTES = 512 * 1024 * 1024
 #: the largest upload the web page and the HTTP API accept (one scan, or an expert mask)
 MAX_UPLOAD_BYTES = 64 * 2**20
+#: Most entries a zip of one series may hold, folders and junk included: room for ``series.MAX_SLICES`` (1000) files
+#: each with the ``._`` twin a macOS Finder zip adds, plus folders.  Counting entries is the first, cheapest refusal.
+MAX_ARCHIVE_MEMBERS = 2 * 1000 + 100
+#: Most a zip may declare in all, uncompressed (each member is also held to ``MAX_FILE_BYTES``).
+MAX_ARCHIVE_BYTES = 2 * 2**30
+#: Largest uncompressed : compressed ratio of a big zip member.  Deflate reaches about 1030:1 on constant bytes
+#: (zip bombs); MR slices compress 2–10:1.  A blank slice compresses like a bomb, so members under
+#: ``RATIO_EXEMPT_BYTES`` are not held to it (they are too small to be a bomb).
+MAX_COMPRESSION_RATIO = 200
+RATIO_EXEMPT_BYTES = 4 * 2**20
 
 
 def check_size(name: str, height: int, width: int) -> None:

@@ -153,16 +153,17 @@ def read_series(items: Iterable[Item]) -> list[Volume]:
     """The volumes in a set of files, in the order their first file comes: DICOM files grouped by
     SeriesInstanceUID and ordered by position along the slice normal; each NIfTI file a volume of its own.
 
-    Items are paths or ``(name, bytes)`` pairs.  A file that cannot be read, a 2-D format (PNG, JPEG, …), a series
-    that is not one volume (see the module's docstring) or more than ``MAX_SLICES`` slices in all raise
-    ``ScanError``: one line, naming the file or the series."""
-    items = list(items)
-    if len(items) > MAX_SLICES:
-        raise ScanError(f"{len(items)} files", _too_many(len(items)))
+    Items are paths or ``(name, bytes)`` pairs, taken one at a time (an iterator is never held whole, so a zip's
+    members are inflated one by one).  A file that cannot be read, a 2-D format (PNG, JPEG, …), a series that is
+    not one volume (see the module's docstring) or more than ``MAX_SLICES`` slices in all raise ``ScanError``: one
+    line, naming the file or the series."""
     volumes: list[Volume | str] = []  # a NIfTI volume, or the series UID a DICOM series will take this place
     series: dict[str, list[_Slice]] = {}
     total = 0
-    for item in items:
+    for count, item in enumerate(items, 1):
+        if count > MAX_SLICES:  # every file holds a slice at least: refused before it is read
+            name = item[0] if isinstance(item, tuple) else str(item)
+            raise ScanError(name, _too_many(count))
         name, data = item if isinstance(item, tuple) else (str(item), _file_bytes(Path(item), str(item)))
         if not data:
             raise ScanError(name, "file is empty")
