@@ -16,15 +16,14 @@ from braintumor.cli import main
 from braintumor.data import Record, read_manifest
 from braintumor.evaluation.evaluate import SliceOutcome
 from braintumor.evaluation.gallery import (
-    BLUE,
     FIGSHARE_CREDIT,
     LISTED,
-    ORANGE,
     SLICE_HEIGHT,
     is_figshare,
     markdown,
     write_gallery,
 )
+from braintumor.inference.render import EXPERT_RGB, PREDICTED_RGB
 from conftest import csv_rows
 
 NUMBER = re.compile(r"\d+\.\d+")
@@ -115,8 +114,8 @@ def test_gallery_pictures_draw_the_expert_and_predicted_outlines(evaluated):
     for name, row in rows.items():
         with Image.open(evaluated / "gallery" / name) as picture:
             colours = _colours(picture, int(picture.text[SLICE_HEIGHT]))
-        assert BLUE in colours  # every tumor slice has an expert outline
-        assert (ORANGE in colours) == (float(row["area_pred_cm2"]) > 0)
+        assert EXPERT_RGB in colours  # every tumor slice has an expert outline
+        assert (PREDICTED_RGB in colours) == (float(row["area_pred_cm2"]) > 0)
 
 
 class OffsetAnalyzer:
@@ -152,9 +151,9 @@ def test_gallery_picture_draws_both_outlines(tiny_data, tmp_path):
     ]
     with Image.open(tmp_path / "notumor_outlined_1.png") as picture:
         assert picture.text["Description"].endswith("no tumor in truth; predicted outline 196 px")
-        assert ORANGE in _colours(picture, int(picture.text[SLICE_HEIGHT]))
+        assert PREDICTED_RGB in _colours(picture, int(picture.text[SLICE_HEIGHT]))
     with Image.open(tmp_path / "glioma_best_dice0.50.png") as picture:
-        assert {BLUE, ORANGE} <= _colours(picture, int(picture.text[SLICE_HEIGHT]))
+        assert {EXPERT_RGB, PREDICTED_RGB} <= _colours(picture, int(picture.text[SLICE_HEIGHT]))
         assert picture.text["Description"] == (
             "true glioma / predicted glioma, confidence 0.9\nDice 0.5, area 0.36 cm² true vs 0.49 cm² predicted"
         )

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from braintumor.errors import OptionError, ScanError
 from braintumor.imageio.registry import SUPPORTED_SUFFIXES, suffix_of
+from braintumor.inference.runtime import NO_AREA
 from braintumor.inference.table import COLUMNS, VOLUME_COLUMNS, csv_row, volume_csv_row
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def text_line(result: Result) -> str:
     if result.error:
         return f"{result.file}: ERROR {result.error}"
     area = (
-        "area unknown (no pixel spacing)"
+        NO_AREA
         if result.area_cm2 is None or result.spacing_mm is None  # an area is computed only from a spacing
         else (
             f"area {result.area_cm2:.2f} cm² ({result.tumor_pixels} px at {result.spacing_mm[0]:g}×"

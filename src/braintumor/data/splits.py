@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 
 from braintumor.data.manifest import Record
 from braintumor.errors import DatasetError
@@ -12,7 +13,12 @@ from braintumor.errors import DatasetError
 
 def group_of(record: Record) -> str:
     """A patient id, or the image's own id when the patient is unknown (then it is its own group)."""
-    return f"patient:{record.patient_id}" if record.patient_id else f"image:{record.id}"
+    return group_key(record.patient_id, record.id)
+
+
+def group_key(patient_id: str | None, image_id: str) -> str:
+    """``group_of`` from the two ids, for rows read back from a split.csv."""
+    return f"patient:{patient_id}" if patient_id else f"image:{image_id}"
 
 
 def patient_kfold(records: list[Record], k: int = 5, seed: int = 0) -> list[int]:
@@ -56,9 +62,14 @@ def train_val_test_split(
 
 def check_no_leakage(records: list[Record], split: dict[str, str]) -> None:
     """Raise if any patient has images on two sides of ``split``."""
+    check_sides((group_of(r), split[r.id]) for r in records)
+
+
+def check_sides(placed: Iterable[tuple[str, str]], what: str = "patient leakage") -> None:
+    """Raise if a group (``group_of``) appears on more than one side, from ``(group, side)`` pairs."""
     sides: dict[str, set[str]] = defaultdict(set)
-    for r in records:
-        sides[group_of(r)].add(split[r.id])
+    for group, side in placed:
+        sides[group].add(side)
     leaked = sorted(g for g, s in sides.items() if len(s) > 1)
     if leaked:
-        raise AssertionError(f"patient leakage: {len(leaked)} patients on several sides, e.g. {leaked[:3]}")
+        raise AssertionError(f"{what}: {len(leaked)} patients on both sides of the split, e.g. {leaked[:3]}")

@@ -22,16 +22,16 @@ from braintumor import CLASSES, TUMOR_CLASSES
 from braintumor.data import Record, load_record
 from braintumor.errors import OutputError
 from braintumor.evaluation.evaluate import SliceOutcome
-from braintumor.inference.render import display_gray
+from braintumor.inference.render import EXPERT_RGB, PREDICTED_RGB, display_gray
+from braintumor.inference.render import font as caption_font
 
 if TYPE_CHECKING:
     from braintumor.inference import Analyzer, Classifier, Segmenter
 
 RGB = tuple[int, int, int]
-BLUE, ORANGE = (0, 114, 178), (230, 159, 0)  # Okabe–Ito: told apart by colour-blind readers too
 WHITE = (255, 255, 255)
 GRAYS = 254  # palette entries for the slice and text; the last two are the outline colours
-PALETTE = [round(i * 255 / (GRAYS - 1)) for i in range(GRAYS) for _ in range(3)] + [*BLUE, *ORANGE]
+PALETTE = [round(i * 255 / (GRAYS - 1)) for i in range(GRAYS) for _ in range(3)] + [*EXPERT_RGB, *PREDICTED_RGB]
 FIGSHARE_CREDIT = "Images: Figshare brain tumor dataset (Cheng 2017, doi:10.6084/m9.figshare.1512427), CC BY 4.0"
 LISTED = 6  # no-tumor outlines and mistakes shown, most telling first
 SHORT_SIDE, LONG_SIDE = 384, 512  # readable pictures, small files
@@ -220,9 +220,9 @@ def render(pixels: np.ndarray, truth: np.ndarray, predicted: np.ndarray, title: 
     draw = ImageDraw.Draw(image)
     width = max(2, round(size[0] / 170))
     for polyline in _contours(truth, scale):
-        draw.line(polyline, fill=BLUE, width=width, joint="curve")
+        draw.line(polyline, fill=EXPERT_RGB, width=width, joint="curve")
     for polyline in _contours(predicted, scale):
-        _dashed(draw, polyline, ORANGE, width)
+        _dashed(draw, polyline, PREDICTED_RGB, width)
     for k, line in enumerate(lines):
         _text(draw, (step // 3, size[1] + step // 4 + k * step), line, font)
     _legend(draw, (step // 3, size[1] + step // 4 + len(lines) * step), font, width)
@@ -266,18 +266,15 @@ def _legend(draw: ImageDraw.ImageDraw, xy: tuple[float, float], font: ImageFont.
     x, y = xy
     middle = y + font.size // 2 + 1
     sample = 3 * font.size
-    draw.line([(x, middle), (x + sample, middle)], fill=BLUE, width=width)
+    draw.line([(x, middle), (x + sample, middle)], fill=EXPERT_RGB, width=width)
     x += sample + font.size // 2
     x += _text(draw, (x, y), "expert", font) + font.size
-    _dashed(draw, [(x, middle), (x + sample, middle)], ORANGE, width)
+    _dashed(draw, [(x, middle), (x + sample, middle)], PREDICTED_RGB, width)
     _text(draw, (x + sample + font.size // 2, y), "predicted", font)
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.truetype("DejaVuSans.ttf", size)
-    except OSError:  # no DejaVu on this system: Pillow's own font
-        font = ImageFont.load_default(size=size)
+    font, _ = caption_font(size)
     if not isinstance(font, ImageFont.FreeTypeFont):  # a Pillow built without FreeType has no font of a size
         raise OutputError("gallery", "Pillow was built without FreeType: no font to caption the pictures with")
     return font
@@ -295,8 +292,8 @@ def _indexed(image: Image.Image) -> Image.Image:
     """8-bit palette copy, a third of RGB's size: grays keep 254 levels, the outline colours stay exact."""
     rgb = np.asarray(image)
     index = np.rint(rgb[..., 0] * ((GRAYS - 1) / 255)).astype(np.uint8)  # all else is gray: r = g = b
-    index[(rgb == BLUE).all(-1)] = GRAYS
-    index[(rgb == ORANGE).all(-1)] = GRAYS + 1
+    index[(rgb == EXPERT_RGB).all(-1)] = GRAYS
+    index[(rgb == PREDICTED_RGB).all(-1)] = GRAYS + 1
     indexed = Image.fromarray(index).convert("P")
     indexed.putpalette(PALETTE)
     return indexed

@@ -18,6 +18,7 @@ import numpy as np
 
 from braintumor.bundle import is_model_folder
 from braintumor.data import read_manifest
+from braintumor.data.splits import check_sides, group_key
 from braintumor.errors import OptionError
 from braintumor.evaluation.evaluate import SliceOutcome, evaluate, summarise
 from braintumor.evaluation.report import write_report
@@ -68,13 +69,7 @@ def check_fold(cfg: TrainConfig) -> None:
     """No patient of the fold's validation side is in its training side (read back from the run's split.csv)."""
     with open(Path(cfg.out) / "split.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    sides: dict[str, set[str]] = {}
-    for row in rows:
-        key = f"patient:{row['patient_id']}" if row["patient_id"] else f"image:{row['id']}"
-        sides.setdefault(key, set()).add(row["split"])
-    leaked = [k for k, s in sides.items() if len(s) > 1]
-    if leaked:
-        raise AssertionError(f"fold {cfg.val_fold}: {len(leaked)} patients on both sides of the split")
+    check_sides(((group_key(r["patient_id"], r["id"]), r["split"]) for r in rows), f"fold {cfg.val_fold}")
 
 
 def cross_validate(base: TrainConfig, n_boot: int = 1000, final: bool = False) -> dict:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from braintumor.inference.runtime import NO_AREA
+
 if TYPE_CHECKING:
     from braintumor.inference.analyzer import Result
     from braintumor.inference.volume import VolumeResult
@@ -30,6 +32,10 @@ def boundary(mask: np.ndarray, width: int = 1) -> np.ndarray:
         inner = inner & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     return mask.astype(bool) & ~inner
 
+
+#: Expert and predicted outlines where both are drawn (the page, the gallery): Okabe–Ito blue and orange, a pair
+#: that stays distinct with every common colour-vision deficiency.
+EXPERT_RGB, PREDICTED_RGB = (0, 114, 178), (230, 159, 0)
 
 #: Overlay palette: 240 gray levels, 15 levels of the translucent red fill, and the red contour.  One byte per
 #: pixel makes the PNG ~3× cheaper to encode than RGB (the largest cost of ``analyze --out``).
@@ -79,7 +85,7 @@ def heatmap(pixels: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> Image.I
 
 
 @lru_cache(maxsize=16)
-def _font(size: int) -> tuple[ImageFont.ImageFont | ImageFont.FreeTypeFont, bool]:
+def font(size: int) -> tuple[ImageFont.ImageFont | ImageFont.FreeTypeFont, bool]:
     """The caption font (loaded once per size) and whether it has '²'."""
     try:
         return ImageFont.truetype("DejaVuSans.ttf", size), True
@@ -90,17 +96,17 @@ def _font(size: int) -> tuple[ImageFont.ImageFont | ImageFont.FreeTypeFont, bool
 def _caption(image: Image.Image, text: str) -> None:
     draw = ImageDraw.Draw(image)
     size = max(12, image.width // 32)
-    font, has_squared = _font(size)
+    face, has_squared = font(size)
     if not has_squared:
         text = text.replace("²", "2")
-    box = draw.textbbox((0, 0), text, font=font)
+    box = draw.textbbox((0, 0), text, font=face)
     black, white = (0, _GRAYS - 1) if image.mode == "P" else ((0, 0, 0), (255, 255, 255))  # palette indices
     draw.rectangle((0, 0, box[2] + 2 * (size // 3), box[3] + 2 * (size // 3)), fill=black)
-    draw.text((size // 3, size // 3), text, fill=white, font=font)
+    draw.text((size // 3, size // 3), text, fill=white, font=face)
 
 
 def caption_of(result: Result) -> str:
-    area = "area: needs pixel spacing" if result.area_cm2 is None else f"area {result.area_cm2:.2f} cm²"
+    area = NO_AREA if result.area_cm2 is None else f"area {result.area_cm2:.2f} cm²"
     return f"{result.label} ({result.confidence:.0%}), {area}"
 
 

@@ -163,6 +163,10 @@ def spacing_for(scan: Scan, spacing_mm: SpacingArg) -> tuple[tuple[float, float]
     return scan.spacing_mm, scan.spacing_source
 
 
+#: How every output (line, caption, page) says that an area was not computed.
+NO_AREA = "area unknown (no pixel spacing)"
+
+
 def measured_area(pixels: int, spacing: tuple[float, float] | None, warnings: list[str]) -> float | None:
     """The tumor area in cm² from a known spacing; without one, None and a warning (never a made-up number)."""
     if spacing is None:

@@ -5,22 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from braintumor import CLASSES
+from braintumor.inference.analyzer import Result
+from braintumor.inference.volume import VolumeResult
 
-COLUMNS = [
-    "file",
-    "label",
-    "confidence",
-    *[f"p_{c}" for c in CLASSES],
-    "tumor_pixels",
-    "area_cm2",
-    "spacing_mm",
-    "spacing_source",
-    "ood_score",
-    "uncertainty",
-    "warnings",
-    "error",
-]
+#: The columns of results.csv: the fields of ``Result.row()``, in its order (one source for both).
+COLUMNS = list(Result(file="").row())
 
 
 def csv_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -32,26 +21,9 @@ def csv_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: "" if out[k] is None else out[k] for k in COLUMNS}
 
 
-#: The columns of ``analyze``'s volumes.csv: one row per whole scan (its slices' rows are in results.csv).
-VOLUME_COLUMNS = [
-    "name",
-    "series_uid",
-    "slices",
-    "label",
-    "confidence",
-    *[f"p_{c}" for c in CLASSES],
-    "tumor_voxels",
-    "volume_cm3",
-    "longest_diameter_mm",
-    "perpendicular_diameter_mm",
-    "largest_slice",
-    "tumor_slices",
-    "spacing_mm",
-    "slice_spacing_mm",
-    "gaps",
-    "warnings",
-    "error",
-]
+#: The columns of ``analyze``'s volumes.csv, one row per whole scan (its slices' rows are in results.csv): the
+#: fields of ``VolumeResult.row()``, and the error of a scan that could not be read.
+VOLUME_COLUMNS = [*VolumeResult(name="", results=[], spacing_mm=None, slice_spacing_mm=None).row(), "error"]
 
 
 def volume_csv_row(row: dict[str, Any]) -> dict[str, Any]:
