@@ -11,7 +11,7 @@ import torch
 from monai.losses import DiceCELoss
 from torch import nn
 
-from braintumor import CLASSES
+from braintumor import CLASSES, TUMOR_CLASSES
 from braintumor.evaluation.metrics import dice
 from braintumor.models import build_model
 
@@ -115,7 +115,7 @@ def validation_metrics(labels: np.ndarray, probs: np.ndarray, dices: np.ndarray)
     if not np.isnan(probs).all():
         pred = probs.argmax(1)
         out["val_acc"] = float((pred == labels).mean())
-        tumor_pred = probs[:, :3].argmax(1)  # 3-class: the tumor types, among tumor slices only
+        tumor_pred = probs[:, : len(TUMOR_CLASSES)].argmax(1)  # the tumor types only, among tumor slices
         out["val_tumor_type_acc"] = float((tumor_pred[tumor] == labels[tumor]).mean()) if tumor.any() else 0.0
         score += out["val_tumor_type_acc"]
     if not np.isnan(dices).all():
