@@ -44,7 +44,8 @@ def test_fold_k_trains_only_fold_k_and_a_rerun_trains_nothing(ensemble, tiny_dat
     for name in ("fold0", "fold1"):
         member = read_card(ensemble / name)
         assert member.training is not None and member.training.split_recipe.val_fold == int(name[-1])
-        assert {f.name for f in (ensemble / name).iterdir()} == {"card.json", "model.onnx", "model.safetensors", "eval"}
+        files = {f.name for f in (ensemble / name).iterdir()}
+        assert files == {"card.json", "model.onnx", "model.safetensors", "ood.safetensors", "eval"}
     runs = tmp_path / "empty-runs"
     assert main(_argv(tiny_data, runs, ensemble)) == 0  # every fold: both are members already
     assert not runs.exists()  # nothing trained
@@ -72,6 +73,24 @@ def test_averaged_outputs_are_the_members_mean_and_members_1_is_member_0(ensembl
     assert np.abs(mask1 - outputs[0][0]).max() < 1e-5 and np.abs(probs1 - outputs[0][1]).max() < 1e-5
     with pytest.raises(ModelFolderError, match="at least 1"):
         Analyzer(ensemble, members=0)
+
+
+def test_each_member_has_its_own_ood_model_and_the_ensemble_scores_in_their_thresholds(ensemble):
+    """A member's feature model is fitted on its own training images, its threshold on its own unseen patients, its
+    temperature left at 1; the ensemble's score is the mean of the members' scores over their thresholds."""
+    image = png_bytes(np.random.default_rng(3).integers(0, 255, (48, 48)).astype(np.uint8))
+    ratios = []
+    for name in ("fold0", "fold1"):
+        card = read_card(ensemble / name)
+        assert card.calibration is not None and card.calibration.temperature == 1.0
+        assert card.calibration.ood_threshold is not None and card.calibration.ood_threshold > 0
+        assert "ood_false_alarm_rate" in card.calibration.heldout
+        member = Analyzer(ensemble / name)
+        ratios.append(member.analyze(image, name="x.png").ood_score / card.calibration.ood_threshold)
+    analyzer = Analyzer(ensemble)
+    assert analyzer.ood_threshold == 1.0
+    assert analyzer.analyze(image, name="x.png").ood_score == pytest.approx(np.mean(ratios), rel=1e-5)
+    assert Analyzer(ensemble, members=1).analyze(image, name="x.png").ood_score == pytest.approx(ratios[0], rel=1e-5)
 
 
 def test_uncertainty_is_zero_for_identical_members_and_positive_for_different(ensemble, tmp_path):
@@ -162,7 +181,10 @@ def test_bench_times_the_ensemble_and_one_member(ensemble, tmp_path, capsys):
     assert main([*argv, "--images-dir", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["members"] == 2 and out["ms_per_image_end_to_end_one_member"] > 0
-    assert set(out["meets_targets"]) == {"ensemble_ms", "ensemble_rss", "one_member_ms"}
+    assert set(out["meets_targets"]) == {"ensemble_ms", "ensemble_rss", "one_member_ms", "one_member_volume_s"}
+    assert out["volume_s_end_to_end_one_member"] > 0 and out["volume_meets_target"] == (
+        out["volume_s_end_to_end"] <= 12
+    )
 
 
 def test_the_page_shows_where_an_ensembles_members_disagree(ensemble, monkeypatch, request):

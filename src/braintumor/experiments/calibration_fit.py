@@ -89,8 +89,13 @@ def halves(records: list[Record], seed: int = 0) -> np.ndarray:
     return np.array([group_of(r) in first for r in records])
 
 
-def calibrate(data: str | Path, analyzer: Analyzer, progress: bool = True) -> tuple[dict[str, Any], FeatureModel]:
-    """The card's ``calibration`` block and the feature model for ``analyzer``'s model on dataset ``data``."""
+def calibrate(
+    data: str | Path, analyzer: Analyzer, progress: bool = True, temperature_scaling: bool = True
+) -> tuple[dict[str, Any], FeatureModel]:
+    """The card's ``calibration`` block and the feature model for ``analyzer``'s model on dataset ``data``.
+
+    ``temperature_scaling=False`` keeps the temperature at 1 (an ensemble member: its raw probabilities are what
+    its committed evaluation and the ensemble's own temperature were computed from) and fits the rest."""
     records = read_manifest(data)
     unseen, described = select_rows(records, analyzer.trainings, "unseen")
     ids = {r.id for r in unseen}
@@ -101,7 +106,7 @@ def calibrate(data: str | Path, analyzer: Analyzer, progress: bool = True) -> tu
     feature_model = fit_features(train_features, train_labels)
     probs, features, labels, kept = network_outputs(analyzer, unseen, progress=progress)
     first = halves(kept)
-    temperature = fit_temperature(probs[first], labels[first])
+    temperature = fit_temperature(probs[first], labels[first]) if temperature_scaling else 1.0
     scores = feature_model.score(features)
     threshold = float(np.quantile(scores[first], QUANTILE))
     second = ~first
@@ -109,8 +114,8 @@ def calibrate(data: str | Path, analyzer: Analyzer, progress: bool = True) -> tu
     block = {
         "temperature": round(temperature, 4),
         "ood_threshold": round(threshold, 4),
-        "fitted_on": f"temperature and threshold: half of the patients of {described}; feature model: the "
-        f"{len(trained)} training images",
+        "fitted_on": f"{'temperature and threshold' if temperature_scaling else 'threshold (temperature 1)'}: half of "
+        f"the patients of {described}; feature model: the {len(trained)} training images",
         "heldout": {
             "images": int(second.sum()),
             "ece_before": round(M.expected_calibration_error(probs[second], labels[second]), 4),

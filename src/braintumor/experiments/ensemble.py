@@ -76,6 +76,8 @@ def train_fold(base: TrainConfig, fold: int, ensemble: Path, n_boot: int = 1000)
     if is_member(ensemble, name):
         check_member_split(records, member, read_card(member))
         log.info("%s: already a member, its split agrees with today's; not trained again", member)
+        if read_card(member).calibration is None:  # a member made before members had their own
+            fit_member_ood(ensemble, name, base.data, base.progress)
         return member
     shutil.rmtree(member, ignore_errors=True)  # a member left half-made by a stopped run: made again
     cfg = replace(plan_folds(base, base.out, [fold])[name], init=None)
@@ -89,8 +91,21 @@ def train_fold(base: TrainConfig, fold: int, ensemble: Path, n_boot: int = 1000)
     (member / EVAL).mkdir(exist_ok=True)
     (member / EVAL / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     write_slices(outcomes, member / EVAL / SLICES)
-    add_member(ensemble, name)
+    add_member(ensemble, name)  # a member from here on: a stop below leaves only its out-of-distribution model to fit
+    fit_member_ood(ensemble, name, base.data, base.progress)
     return member
+
+
+def fit_member_ood(ensemble: Path, name: str, data: str | Path, progress: bool = True) -> None:
+    """The member's out-of-distribution model: a feature model of its own training images and its threshold and
+    false-alarm rate from its own unseen patients (``calibration_fit.calibrate``, temperature kept at 1), stored in
+    the member and pinned again in the ensemble."""
+    from braintumor.experiments.calibration_fit import calibrate, store
+    from braintumor.inference import Analyzer
+
+    block, features = calibrate(data, Analyzer(ensemble / name), progress=progress, temperature_scaling=False)
+    store(ensemble / name, block, features)
+    add_member(ensemble, name)
 
 
 def is_member(ensemble: Path, name: str) -> bool:

@@ -36,7 +36,7 @@ class Outputs:
 
     mask_prob: np.ndarray  # (N, 1, size, size)
     class_prob: np.ndarray  # (N, classes), before the ensemble's temperature
-    features: np.ndarray | None  # pooled encoder features of a single network
+    features: list[np.ndarray] | None  # each network's pooled encoder features (None: graphs without them)
     member_masks: np.ndarray  # (members, N, 1, size, size)
     member_classes: np.ndarray  # (members, N, classes)
 
@@ -157,17 +157,17 @@ class Analyzer(OnnxModel):
         runs = self.run_members(batch)
         masks = np.stack([r[0] for r in runs])
         classes = self.member_class_probabilities([r[1] for r in runs])
-        # an ensemble's members have feature spaces of their own: no single out-of-distribution model fits them
-        features = runs[0][2] if len(runs[0]) > 2 and not self.is_ensemble else None
+        # each member has a feature space (and an out-of-distribution model) of its own
+        features = [r[2] for r in runs] if all(len(r) > 2 for r in runs) else None
         if len(runs) == 1:  # one network: its outputs are the means (no copy on the single-model hot path)
             return Outputs(masks[0], classes[0], features, masks, classes)
         return Outputs(masks.mean(axis=0), classes.mean(axis=0), features, masks, classes)
 
     def network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The outputs for a ``(N, 1, size, size)`` batch: mask and class probabilities (before calibration; an
-        ensemble's member means) and the pooled features (None for graphs exported without them, and ensembles)."""
+        ensemble's member means) and the first network's pooled features (None for graphs exported without them)."""
         out = self.forward(batch)
-        return out.mask_prob, out.class_prob, out.features
+        return out.mask_prob, out.class_prob, None if out.features is None else out.features[0]
 
     def _add_disagreement(
         self, result: Result, member_masks: np.ndarray, member_classes: np.ndarray, geometry: Geometry

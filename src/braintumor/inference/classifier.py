@@ -39,7 +39,7 @@ class Classifier(OnnxModel):
         """One network run for a batch of scans."""
         inputs = [to_model_input(s.pixels, self.size)[0] for s in scans]
         class_prob, features = self.network(np.stack(inputs)[:, None])
-        class_prob, scores = self.calibrated(class_prob, features)
+        class_prob, scores = self.calibrated(class_prob, None if features is None else [features])
         return [
             self._result(s, x, p, spacing_mm, o) for s, x, p, o in zip(scans, inputs, class_prob, scores, strict=True)
         ]

@@ -77,10 +77,12 @@ class OnnxModel:
         self.classes = list(self.card.classes)
         calibration = self.card.calibration
         self.temperature = calibration.temperature if calibration else 1.0
-        self.ood_threshold: float | None = calibration.ood_threshold if calibration else None
-        self.features = (
-            FeatureModel.load(verified_file(self.model_dir, OOD, self.card)) if self.ood_threshold is not None else None
-        )
+        #: one feature model and threshold per network (this folder's, or every member's), or None
+        self.feature_models = self._feature_models(folders, self.member_cards)
+        #: a single model's own threshold; an ensemble's score is in units of its members' thresholds, so 1
+        self.ood_threshold: float | None = None
+        if self.feature_models is not None:
+            self.ood_threshold = 1.0 if self.is_ensemble else self.feature_models[0][1]
 
     @property
     def trainings(self) -> tuple[Training | None, ...]:
@@ -130,13 +132,34 @@ class OnnxModel:
         """The model's name and the sentence saying which patients it trained on, for reports."""
         return self.card.name, self.card.training.split if self.card.training else None
 
-    def calibrated(self, class_prob: np.ndarray, features: np.ndarray | None) -> tuple[np.ndarray, list[float | None]]:
-        """Temperature-scaled probabilities and the out-of-distribution score of each row (None without a model)."""
+    @staticmethod
+    def _feature_models(folders: list[Path], cards: list[ModelCard]) -> list[tuple[FeatureModel, float]] | None:
+        """Each network's out-of-distribution model and threshold, where every network has one (else None)."""
+        models = []
+        for folder, card in zip(folders, cards, strict=True):
+            threshold = card.calibration.ood_threshold if card.calibration else None
+            if threshold is None:
+                return None
+            models.append((FeatureModel.load(verified_file(folder, OOD, card)), threshold))
+        return models
+
+    def calibrated(
+        self, class_prob: np.ndarray, features: list[np.ndarray] | None
+    ) -> tuple[np.ndarray, list[float | None]]:
+        """Temperature-scaled probabilities and the out-of-distribution score of each row (None without a model).
+
+        ``features`` are each network's pooled features.  A single model's score is its own; an ensemble's is the
+        mean of its members' scores, each divided by that member's threshold (fitted on the member's own unseen
+        patients), so 1 is the ensemble's threshold: an input unlike the training images of most members."""
         if self.temperature != 1.0:
             class_prob = apply_temperature(class_prob, self.temperature)
-        if self.features is None or features is None:
+        if self.feature_models is None or features is None:
             return class_prob, [None] * len(class_prob)
-        return class_prob, [float(s) for s in self.features.score(features)]
+        scores = [model.score(f) for (model, _), f in zip(self.feature_models, features, strict=True)]
+        if not self.is_ensemble:
+            return class_prob, [float(s) for s in scores[0]]
+        relative = np.mean([s / threshold for s, (_, threshold) in zip(scores, self.feature_models, strict=True)], 0)
+        return class_prob, [float(s) for s in relative]
 
     def is_unfamiliar(self, score: float | None) -> bool:
         """True when an input's out-of-distribution score is over the model's calibrated threshold."""
