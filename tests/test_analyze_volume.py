@@ -161,9 +161,10 @@ def test_which_inputs_are_whole_scans(tmp_path, phantom):
     volume = write_nifti(tmp_path / "v.nii.gz", phantom[:4], np.eye(4))
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
-    slices, scans = split_whole_scans([lone, series[0], flat, volume, junk, *series[1:]])
-    assert slices == [lone, flat, junk]
-    assert scans == [series, [volume]]
+    items = [lone, series[0], flat, volume, junk, *series[1:]]
+    assert split_whole_scans(items) == ([0, 2, 4], [[1, 5, 6], [3]])
+    uploads = [(p.name, p.read_bytes()) for p in items] + [("exam.zip", b"PK")]  # an upload's bytes: the same rule
+    assert split_whole_scans(uploads) == ([0, 2, 4], [[1, 5, 6], [3], [7]])
 
 
 def test_the_real_model_gives_each_slice_what_the_2d_path_gives(tmp_path, phantom, capsys):

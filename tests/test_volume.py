@@ -466,6 +466,14 @@ def test_without_tumor_the_type_is_the_mean_over_all_slices():
     assert result.volume_cm3 == 0 and result.diameters_mm is None and result.largest_slice is None
 
 
+def test_warnings_differing_only_in_figures_are_one():
+    def warn(scan: Scan, n: int) -> list[str]:
+        return [f"out-of-distribution score {2 + int(scan.name[1]) / 10:.2f} > 1.38"] if n else ["same"]
+
+    result = measure(_volume([0, 5, 0, 9]), ThresholdAnalyzer(warn=warn))
+    assert result.slice_warnings == {"out-of-distribution score 2.10 > 1.38; figures of slice 2": 2, "same": 2}
+
+
 def test_warnings_are_aggregated_and_far_slice_spacings_warned():
     def warn(scan: Scan, n: int) -> list[str]:
         return ["almost uniform image"] if not n else ["low confidence", "low confidence"]

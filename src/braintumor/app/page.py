@@ -1,5 +1,6 @@
 """The Streamlit page: upload scans (or try a shipped example), see type, confidence, outline, area, Grad-CAM and,
-given an expert mask, the Dice and area difference.  Run with ``braintumor app``."""
+given an expert mask, the Dice and area difference; a whole scan (a zipped series, a NIfTI volume, …) is measured in
+3-D and browsed slice by slice.  Run with ``braintumor app``."""
 
 from __future__ import annotations
 
@@ -17,9 +18,13 @@ from braintumor.app.views import (
     OUTLINES_CAPTION,
     SPACING_HINT,
     STREAMLIT_OPTIONS,
+    WEIGHTING_CAPTION,
+    Uploads,
     View,
+    VolumeView,
     analyze_example,
     analyze_upload,
+    analyze_uploads,
     examples,
     file_key,
     gradcam_image,
@@ -136,6 +141,56 @@ def show(view: View, key: str, show_cam: bool) -> None:
         )
 
 
+def whole_scans(files: list[tuple[str, bytes] | None], spacing_mm: float | None) -> Uploads:
+    """``analyze_uploads``, run again only when the uploads or the spacing change: moving a slice slider reruns
+    the page, not the network.  Kept in the session (one entry, for the current uploads), never on disk."""
+    key = ([None if f is None else file_key(*f) for f in files], spacing_mm)
+    kept = st.session_state.get("whole-scans")
+    if kept is None or kept[0] != key:
+        with st.spinner("Looking for whole scans and measuring them…"):
+            kept = (key, analyze_uploads(analyzer(), files, spacing_mm))
+        st.session_state["whole-scans"] = kept
+    return kept[1]
+
+
+def show_volume(view: VolumeView) -> None:
+    """One whole scan: type, volume, diameters, extent, warnings, a slice slider with the outline, downloads."""
+    if view.error:
+        st.error(view.error)
+        return
+    st.caption(view.geometry_text())
+    c1, c2, c3 = st.columns(3)
+    label, confidence = view.type_text()
+    c1.metric("Tumor type", label, confidence, delta_color="off", delta_arrow="off")
+    c2.metric("Tumor volume", view.volume_text(), view.extent_text(), delta_color="off", delta_arrow="off")
+    diameters, where = view.diameters_text()
+    c3.metric("Diameters", diameters, where or None, delta_color="off", delta_arrow="off")
+    st.caption(WEIGHTING_CAPTION)
+    for warning in view.warnings():
+        st.warning(warning)
+    n = view.measured[1].n_slices
+    number = st.slider("Slice", 1, n, value=view.first_slice, key=f"vslice-{view.key}") if n > 1 else 1
+    left, right = st.columns(2)
+    left.image(view.slice_image(number), caption=f"slice {number} of {n}: tumor outline", width="stretch")
+    right.metric(
+        "Tumor area on this slice",
+        view.slice_area_text(number),
+        f"{view.slice_result(number).tumor_pixels} px",
+        delta_color="off",
+        delta_arrow="off",
+    )
+    for column, download in zip(st.columns(5), view.downloads(), strict=False):
+        column.download_button(
+            download.label,
+            download.data or b"",
+            download.file_name,
+            download.mime,
+            key=f"{download.label}-{view.key}",
+            disabled=download.data is None,
+            help=download.reason,
+        )
+
+
 enforce_options()
 st.set_page_config(page_title="braintumor — MRI slice analysis", layout="wide")
 st.title("Brain tumor MRI slice analysis")
@@ -169,7 +224,8 @@ st.caption(
     + "; ".join(sorted({e.source for e in shipped.values()}))
 )
 uploads = st.file_uploader(
-    f"MRI slices: PNG, JPEG, TIFF, DICOM, NIfTI, Figshare .mat (up to {MAX_UPLOAD_MB} MB each)",
+    "MRI slices: PNG, JPEG, TIFF, DICOM, NIfTI, Figshare .mat; or a whole scan: a .zip of a DICOM series, the "
+    f"series' files, a NIfTI volume, a multi-frame DICOM (up to {MAX_UPLOAD_MB} MB each)",
     accept_multiple_files=True,
     max_upload_size=MAX_UPLOAD_MB,
     key="uploads",
@@ -179,11 +235,25 @@ if choice:
     st.divider()
     st.subheader(f"Example: {choice}")
     show(analyze_example(model, shipped[choice]), f"example-{choice}", show_cam)
+uploads = uploads or []
+# the server's limit may not be ours yet (enforce_options): a larger file is not read
+readable = [upload.size <= MAX_UPLOAD_MB * 1024 * 1024 for upload in uploads]
+scans = whole_scans(
+    [(u.name, u.getvalue()) if ok else None for u, ok in zip(uploads, readable, strict=True)], spacing or None
+)
+for notice in scans.notices:
+    st.warning(notice)
 views = []
-for upload in uploads or []:
+for upload, ok, shown in zip(uploads, readable, scans.shown_at, strict=True):
+    if shown is not None:  # part of a whole scan
+        for whole in shown:
+            st.divider()
+            st.subheader(whole.name)
+            show_volume(whole)
+        continue
     st.divider()
     st.subheader(upload.name)
-    if upload.size > MAX_UPLOAD_MB * 1024 * 1024:  # the server's limit may not be ours yet (enforce_options)
+    if not ok:
         view = View(name=upload.name, error=f"larger than {MAX_UPLOAD_MB} MB: not read")
     else:
         data = upload.getvalue()

@@ -1,4 +1,4 @@
-"""What the page shows for one upload, computed without Streamlit (so it is testable on its own).
+"""What the page shows for one upload or one whole scan, computed without Streamlit (so it is testable on its own).
 
 Uploads are handled as bytes in memory only: nothing is written to disk or logged, and DICOM
 patient fields never reach the page: the reader keeps only those a DICOM SEG must carry, in the scan's source,
@@ -22,12 +22,16 @@ from PIL import Image
 from braintumor.errors import ScanError
 from braintumor.evaluation.metrics import area_cm2, dice
 from braintumor.imageio import Scan, load_scan
+from braintumor.imageio.archive import read_uploads
+from braintumor.imageio.inputs import split_whole_scans
 from braintumor.imageio.limits import MAX_UPLOAD_BYTES
 from braintumor.imageio.registry import suffix_of
-from braintumor.imageio.writers import MaskError, mask_description, mask_writer
+from braintumor.imageio.series import Volume
+from braintumor.imageio.writers import MASK_WRITERS, MaskError, mask_description, mask_writer, volume_masks
 from braintumor.inference import Analyzer, Result
-from braintumor.inference.render import boundary, caption_of, display_gray, heatmap, overlay
-from braintumor.inference.table import COLUMNS, csv_row
+from braintumor.inference.render import boundary, caption_of, display_gray, heatmap, montage, overlay
+from braintumor.inference.table import COLUMNS, VOLUME_COLUMNS, csv_row, volume_csv_row
+from braintumor.inference.volume import VolumeResult, measure
 
 if TYPE_CHECKING:  # torch is optional: Grad-CAM needs the 'train' extra
     from braintumor.inference.explain import Explainer
@@ -56,6 +60,10 @@ EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 # Okabe–Ito blue and orange: a pair that stays distinct with every common colour-vision deficiency
 EXPERT_RGB, PREDICTED_RGB = (0, 114, 178), (230, 159, 0)
 OUTLINES_CAPTION = "blue: expert outline · orange: the model's outline"
+WEIGHTING_CAPTION = (
+    "Type and confidence of the whole scan: the tumor slices' class probabilities, each slice weighted by its "
+    "tumor area (with no tumor found, the mean over all slices)."
+)
 
 
 @dataclass(frozen=True)
@@ -197,9 +205,7 @@ class View:
 
     @property
     def stem(self) -> str:
-        """The upload's name without its suffix ("scan.nii.gz" → "scan"), for the names of downloads."""
-        suffix = suffix_of(self.name)
-        return self.name[: -len(suffix)] if suffix else self.name
+        return stem_of(self.name)
 
     @cached_property  # made once per rerun: a SEG takes highdicom a moment
     def source_mask(self) -> Download | None:
@@ -219,6 +225,13 @@ class View:
     def area_text(self) -> str:
         r = self.analysed[0]
         return "needs pixel spacing" if r.area_cm2 is None else f"{r.area_cm2:.2f} cm²"
+
+
+def stem_of(name: str) -> str:
+    """A name without its folders and suffix ("exam.zip/t1" → "t1", "scan.nii.gz" → "scan"), for downloads."""
+    name = name.rsplit("/", 1)[-1]
+    suffix = suffix_of(name)
+    return name[: -len(suffix)] if suffix else name
 
 
 def analyze_upload(
@@ -277,3 +290,192 @@ def probabilities_table(result: Result) -> dict[str, list]:
 def file_key(name: str, data: bytes) -> str:
     """A widget key per upload that does not reveal the file's content."""
     return f"{name}-{hashlib.sha256(data).hexdigest()[:12]}"
+
+
+@dataclass
+class VolumeView:
+    """A whole scan measured in 3-D (``inference.volume``), or why it could not be: ``error`` is one line naming
+    the file.  Its mask files and montage are made once (the page keeps the view between reruns)."""
+
+    name: str
+    key: str  # the widget key, from its files' names and contents
+    error: str | None = None
+    volume: Volume | None = None
+    result: VolumeResult | None = None
+
+    @property
+    def measured(self) -> tuple[Volume, VolumeResult]:
+        assert self.volume is not None and self.result is not None, self.error
+        return self.volume, self.result
+
+    @property
+    def stem(self) -> str:
+        return stem_of(self.name)
+
+    def geometry_text(self) -> str:
+        volume, r = self.measured
+        slices, rows, cols = volume.shape
+        text = f"whole scan: {slices} slices of {cols}×{rows} px"
+        if r.spacing_mm is not None:
+            text += f" · spacing {r.spacing_mm[0]:g} × {r.spacing_mm[1]:g} mm ({volume.spacing_source})"
+        if r.slice_spacing_mm is not None:
+            text += f", slices {r.slice_spacing_mm:g} mm apart"
+        return text
+
+    def type_text(self) -> tuple[str, str]:
+        """The type and its confidence, as the page's metric shows them."""
+        r = self.measured[1]
+        if r.label is None or r.confidence is None:
+            return "no type", "segmentation-only model"
+        return r.label, f"{r.confidence:.1%} confidence"
+
+    def volume_text(self) -> str:
+        r = self.measured[1]
+        if r.volume_cm3 is not None:
+            return f"{r.volume_cm3:.2f} cm³"
+        return "needs pixel spacing" if r.spacing_mm is None else "one slice: no volume"
+
+    def diameters_text(self) -> tuple[str, str]:
+        """The two diameters and the slice they are on (numbered from 1, as viewers number slices)."""
+        r = self.measured[1]
+        if r.diameters_mm is None or r.largest_slice is None:
+            return ("no tumor found", "") if r.spacing_mm is not None else ("needs pixel spacing", "")
+        longest, perpendicular = r.diameters_mm
+        return f"{longest:.1f} × {perpendicular:.1f} mm", f"on slice {r.largest_slice + 1}"
+
+    def extent_text(self) -> str:
+        r = self.measured[1]
+        if not r.tumor_slices:
+            return f"no tumor found in {r.n_slices} slices"
+        return f"tumor in {len(r.tumor_slices)} of {r.n_slices} slices"
+
+    @property
+    def first_slice(self) -> int:
+        """Where the slice slider starts (from 1): the largest tumor slice, else the middle one."""
+        r = self.measured[1]
+        return (r.largest_slice if r.largest_slice is not None else r.n_slices // 2) + 1
+
+    def slice_result(self, number: int) -> Result:
+        return self.measured[1].results[number - 1]
+
+    def slice_image(self, number: int) -> Image.Image:
+        """Slice ``number`` (from 1) with its red outline."""
+        r = self.slice_result(number)
+        assert r.scan is not None and r.mask is not None, "every slice of a measured volume was analysed"
+        return overlay(r.scan.pixels, r.mask)
+
+    def slice_area_text(self, number: int) -> str:
+        r = self.slice_result(number)
+        return "needs pixel spacing" if r.area_cm2 is None else f"{r.area_cm2:.2f} cm²"
+
+    @cached_property  # the SEG takes highdicom a moment: made once per upload
+    def mask_files(self) -> tuple[dict[str, bytes], list[str]]:
+        """The 3-D masks by kind (``volume_masks``) and why any could not be made."""
+        volume, r = self.measured
+        return volume_masks(volume, r.masks(), mask_description(r.label, r.confidence))
+
+    def warnings(self) -> list[str]:
+        return [*self.measured[1].all_warnings(), *self.mask_files[1]]
+
+    @property
+    def json(self) -> str:
+        """The object ``analyze --json`` prints and ``POST /analyze/volume`` answers for the scan."""
+        r = self.measured[1]
+        return json.dumps({**r.row(), "warnings": self.warnings(), "slice_results": r.slice_rows()}, indent=2)
+
+    @property
+    def csv(self) -> str:
+        """The scan's row of ``analyze``'s volumes.csv."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=VOLUME_COLUMNS)
+        writer.writeheader()
+        writer.writerow(volume_csv_row({**self.measured[1].row(), "warnings": self.warnings()}))
+        return buffer.getvalue()
+
+    @cached_property
+    def montage_png(self) -> bytes | None:
+        sheet = montage(self.measured[1])
+        if sheet is None:
+            return None
+        buffer = io.BytesIO()
+        sheet.save(buffer, "PNG")
+        return buffer.getvalue()
+
+    def downloads(self) -> list[Download]:
+        """The 3-D masks (NIfTI; a DICOM series' SEG too), the montage, the JSON and the CSV; a file that cannot be
+        made is offered disabled with the reason."""
+        volume, _ = self.measured
+        made, why_not = self.mask_files
+        files = []
+        for fmt in ("nifti", "dicom") if volume.format == "dicom" else ("nifti",):
+            writer = MASK_WRITERS[fmt]
+            name = f"{self.stem}_mask{writer.suffix}"
+            reason = None if writer.kind in made else "; ".join(why_not)
+            files.append(Download(f"3-D {writer.title}", made.get(writer.kind), name, writer.media_type, reason))
+        montage_reason = None if self.montage_png else "no slice holds tumor"
+        files.append(Download("Montage PNG", self.montage_png, f"{self.stem}_montage.png", "image/png", montage_reason))
+        files.append(Download("Result JSON", self.json.encode(), f"{self.stem}.json", "application/json"))
+        files.append(Download("Volume CSV", self.csv.encode(), f"{self.stem}.csv", "text/csv"))
+        return files
+
+
+@dataclass
+class Uploads:
+    """How the page shows a set of uploads: ``shown_at[i]`` is None for an upload shown on its own (as a single
+    image is), else the whole scans shown at its place (``[]`` for a file of a scan shown at an earlier file).
+    ``notices`` say which files looked like a series but are not one volume (they are shown one by one)."""
+
+    shown_at: list[list[VolumeView] | None]
+    notices: list[str]
+
+
+def analyze_uploads(analyzer: Analyzer, files: list[tuple[str, bytes] | None], spacing_mm: float | None) -> Uploads:
+    """Find and measure the whole scans among ``files`` (None: an upload not read, e.g. too large).
+
+    A whole scan is a ``.zip`` (a DICOM series), two or more DICOM files sharing a SeriesInstanceUID, a
+    multi-frame DICOM or a NIfTI of two or more slices: the same rule as ``analyze`` (``imageio.inputs``).  Any
+    other file keeps the single-image view; so does a file whose header cannot be read, whose view says why.  A zip
+    that cannot be read is a whole scan with its ``error``."""
+    readable = {i: f for i, f in enumerate(files) if f is not None}
+    scans: dict[int, list[VolumeView]] = {}
+    covered: set[int] = set()
+    notices: list[str] = []
+    indices = list(readable)
+    _, groups = split_whole_scans([readable[i] for i in indices])
+    for group in ([indices[k] for k in g] for g in groups):
+        chosen = [readable[i] for i in group]
+        zipped = suffix_of(chosen[0][0]) == ".zip"
+        try:
+            volumes = read_uploads(chosen)
+        except Exception as err:  # the page must survive anything a file can do
+            line = one_line(err, chosen[0][0])
+            if zipped:
+                scans[group[0]] = [VolumeView(chosen[0][0], file_key(*chosen[0]), error=line)]
+                covered.add(group[0])
+            elif len(group) > 1:
+                notices.append(f"{line}; its {len(group)} files are shown one by one")
+            continue
+        key = "".join(file_key(*f) for f in chosen).encode()
+        for volume in volumes:
+            names = {s.name for s in volume.slices}
+            members = group if zipped else [i for i in group if readable[i][0] in names]
+            view = measure_view(analyzer, volume, file_key(volume.name, key), spacing_mm)
+            scans.setdefault(members[0], []).append(view)
+            covered.update(members)
+    return Uploads([scans.get(i, []) if i in covered else None for i in range(len(files))], notices)
+
+
+def measure_view(analyzer: Analyzer, volume: Volume, key: str, spacing_mm: float | None) -> VolumeView:
+    """One whole scan measured; any problem becomes ``VolumeView.error`` (the page keeps working)."""
+    try:
+        return VolumeView(volume.name, key, volume=volume, result=measure(volume, analyzer, spacing_mm=spacing_mm))
+    except Exception as err:  # as in analyze_upload: the page must survive anything a file can do
+        return VolumeView(volume.name, key, error=one_line(err, volume.name))
+
+
+def one_line(err: Exception, name: str) -> str:
+    """A whole scan's error as the page shows it: a ``ScanError``'s own line (kept to one even when a zip member's
+    name holds a line break), anything else named but not detailed."""
+    if isinstance(err, ScanError):
+        return " ".join(str(err).splitlines())
+    return f"{name}: could not analyse this scan ({type(err).__name__})"

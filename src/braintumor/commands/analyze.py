@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 
 def expand(inputs: list[Path]) -> list[Path]:
-    """Files as given; folders searched recursively for supported scans (sorted)."""
+    """Files as given (a ``.zip`` of a DICOM series too); folders searched recursively for supported scans
+    (sorted)."""
     files = []
     for path in inputs:
         if path.is_dir():
@@ -170,9 +171,7 @@ class Outputs:
 
         folder = self.out / "volumes" / stem
         folder.mkdir(parents=True, exist_ok=True)
-        masks = [r.mask for r in result.results]
-        assert all(m is not None for m in masks), "every slice of a measured volume was analysed"
-        files, warnings = volume_masks(volume, masks, mask_description(result.label, result.confidence))
+        files, warnings = volume_masks(volume, result.masks(), mask_description(result.label, result.confidence))
         names = {"nifti": "mask.nii.gz", "seg": "seg.dcm"}
         for kind, data in files.items():
             (folder / names[kind]).write_bytes(data)
@@ -227,7 +226,9 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError("inputs", "no scans found in the given files and folders")
     stems = dict(zip(map(str, files), _stems(files), strict=True))
     done = _done(args.out / "results.csv") if args.resume else set()
-    slices, scans = split_whole_scans([f for f in files if str(f) not in done])
+    todo = [f for f in files if str(f) not in done]
+    singles, groups = split_whole_scans(list(todo))
+    slices, scans = [todo[i] for i in singles], [[todo[i] for i in g] for g in groups]
     analyzer = Analyzer.load(
         args.model, memory_arena=len(slices) + len(scans) > 1, members=args.members
     )  # a batch: speed over resident memory
@@ -272,11 +273,11 @@ def _analyze_whole_scan(
 ) -> tuple[bool, list[Path]]:
     """Read, measure and report one whole scan; returns whether it was measured, and the files to analyse one by
     one instead when the scan is not one volume (mixed series, duplicate positions, …: said once, on stderr)."""
-    from braintumor.imageio.series import read_series
+    from braintumor.imageio.archive import read_uploads
     from braintumor.inference.volume import measure
 
     try:
-        volumes = read_series(group)
+        volumes = read_uploads(list(group))
     except ScanError as err:
         if len(group) == 1:  # one file (a NIfTI or multi-frame DICOM) that is not a readable volume
             row = {"name": err.name, "error": err.reason}

@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
+from pathlib import Path
 
 from braintumor.errors import ScanError
 from braintumor.imageio.limits import (
@@ -23,7 +24,7 @@ from braintumor.imageio.limits import (
     RATIO_EXEMPT_BYTES,
 )
 from braintumor.imageio.registry import sniff, suffix_of
-from braintumor.imageio.series import Volume, read_series
+from braintumor.imageio.series import Item, Volume, file_bytes, read_series
 
 #: Every central-directory entry starts with these bytes: counting them bounds the entries before zipfile builds an
 #: object for each (a million tiny entries fit in a 64 MB upload).  Member data can only add to the count.
@@ -37,6 +38,7 @@ _JUNK = {".ds_store", "thumbs.db", "dicomdir"}
 #: Bytes ``sniff`` needs to see DICOM's ``DICM`` after the 128-byte preamble.
 _DICOM_HEAD = 132
 _DRIVE = re.compile(r"[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def zip_members(name: str, data: bytes) -> Iterator[tuple[str, bytes]]:
@@ -58,13 +60,19 @@ def zip_members(name: str, data: bytes) -> Iterator[tuple[str, bytes]]:
     return _members(zf, members)
 
 
-def read_uploads(files: list[tuple[str, bytes]]) -> list[Volume]:
-    """The volumes in what a user uploaded: each ``.zip`` stands for the DICOM files in it (``zip_members``), any
-    other file is itself; all go to ``read_series`` together, which groups DICOM files by series.  Every zip is
-    checked before any file is read, so a bad zip is refused before slices are decoded."""
-    sources: list[Iterable[tuple[str, bytes]]] = [
-        zip_members(name, data) if suffix_of(name) == ".zip" else [(name, data)] for name, data in files
-    ]
+def read_uploads(files: Sequence[Item]) -> list[Volume]:
+    """The volumes in what a user gave (paths, or ``(name, bytes)`` uploads): each ``.zip`` stands for the DICOM
+    files in it (``zip_members``), any other file is itself; all go to ``read_series`` together, which groups DICOM
+    files by series.  Every zip is checked before any file is read, so a bad zip is refused before slices are
+    decoded."""
+    sources: list[Iterable[Item]] = []
+    for item in files:
+        name = item[0] if isinstance(item, tuple) else str(item)
+        if suffix_of(name) != ".zip":
+            sources.append([item])
+        else:
+            data = item[1] if isinstance(item, tuple) else file_bytes(Path(item), name)
+            sources.append(zip_members(name, data))
     return read_series(chain.from_iterable(sources))
 
 
@@ -90,7 +98,8 @@ def _central_directory(name: str, data: bytes) -> tuple[zipfile.ZipFile, list[tu
     members = []
     for info in infos:
         path = info.filename.replace("\\", "/")
-        member, parts = f"{name}/{path}", path.split("/")
+        parts = path.split("/")
+        member = f"{name}/{_CONTROL.sub('?', path)}"  # a name with a line break stays one line in messages
         if path.startswith("/") or _DRIVE.match(path) or ".." in parts:
             raise ScanError(member, "path leads out of the archive (absolute, drive letter or '..')")
         if path.endswith("/") or "__MACOSX" in parts or parts[-1].startswith("._") or parts[-1].lower() in _JUNK:

@@ -74,3 +74,8 @@ def inflate(name: str, data: bytes, wbits: int, what: str) -> bytes:
         if not chunk and not pending:
             break
     return bytes(out)
+
+
+#: The largest whole-scan upload the HTTP API accepts (``POST /analyze/volume``: a zipped series, a volume, the files
+#: of a series); the single-slice routes keep ``MAX_UPLOAD_BYTES``.
+MAX_VOLUME_UPLOAD_BYTES = 256 * 2**20

@@ -143,7 +143,7 @@ def read_volume(source: str | os.PathLike | bytes, name: str | None = None) -> V
     if isinstance(source, (bytes, bytearray, memoryview)):
         item: Item = (name or "<bytes>", bytes(source))
     else:
-        item = (name or str(source), _file_bytes(Path(source), name or str(source)))
+        item = (name or str(source), file_bytes(Path(source), name or str(source)))
     volumes = read_series([item])
     assert len(volumes) == 1, "one file is one volume"
     return volumes[0]
@@ -164,7 +164,7 @@ def read_series(items: Iterable[Item]) -> list[Volume]:
         if count > MAX_SLICES:  # every file holds a slice at least: refused before it is read
             name = item[0] if isinstance(item, tuple) else str(item)
             raise ScanError(name, _too_many(count))
-        name, data = item if isinstance(item, tuple) else (str(item), _file_bytes(Path(item), str(item)))
+        name, data = item if isinstance(item, tuple) else (str(item), file_bytes(Path(item), str(item)))
         if not data:
             raise ScanError(name, "file is empty")
         if sniff(data) == "nifti" and suffix_of(name) in (".nii", ".nii.gz", ""):
@@ -191,7 +191,7 @@ def _too_many(n: int) -> str:
     return f"{n} slices: one read assembles at most {MAX_SLICES} (braintumor.imageio.series.MAX_SLICES)"
 
 
-def _file_bytes(path: Path, name: str) -> bytes:
+def file_bytes(path: Path, name: str) -> bytes:
     """The file's bytes, with the checks ``load_scan`` makes before reading a path."""
     if not path.is_file():
         raise ScanError(name, "no such file" if not path.exists() else "not a regular file")

@@ -86,11 +86,14 @@ def mask_description(label: str | None, confidence: float | None) -> str:
     return f"predicted {label} (confidence {confidence:.1%})"
 
 
-def volume_masks(volume: Volume, masks: Sequence[np.ndarray], description: str) -> tuple[dict[str, bytes], list[str]]:
+def volume_masks(
+    volume: Volume, masks: Sequence[np.ndarray], description: str, kinds: Sequence[str] | None = None
+) -> tuple[dict[str, bytes], list[str]]:
     """A whole scan's 3-D mask files, by ``mask=`` kind: ``nifti`` (a NIfTI volume's in its own axes and header; a
     DICOM series' placed by its affine) and, for a DICOM series, ``seg`` (one multi-frame SEG referencing every
-    source instance).  ``masks`` are 0/1, one per slice in the volume's order.  Also returns, as warnings, why
-    a file could not be made (geometry unknown, source without the identity a SEG needs)."""
+    source instance); only ``kinds`` when given.  ``masks`` are 0/1, one per slice in the volume's order.  Also
+    returns, as warnings, why a file could not be made (geometry unknown, source without the identity a SEG
+    needs)."""
     from braintumor.imageio.dicom_seg import series_seg_bytes
     from braintumor.imageio.nifti_mask import affine_mask_bytes, volume_mask_bytes
 
@@ -103,9 +106,11 @@ def volume_masks(volume: Volume, masks: Sequence[np.ndarray], description: str) 
         if volume.affine is not None:
             affine = volume.affine
             makers["nifti"] = lambda: affine_mask_bytes(np.stack(masks), affine, description)
-        else:
+        elif kinds is None or "nifti" in kinds:
             warnings.append("no NIfTI mask written: the series' geometry (pixel spacing, positions) is unknown")
     for kind, make in makers.items():
+        if kinds is not None and kind not in kinds:
+            continue
         try:
             files[kind] = make()
         except MaskError as err:

@@ -7,6 +7,7 @@ and no diameter, without a slice spacing (one slice) no volume, and the warnings
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -26,6 +27,8 @@ TRAINING_SLICE_SPACING_MM = 7.0
 #: (1–2 mm) show the tumor in many more, partial-volume-free slices the model never saw as a stack, and very
 #: sparse stacks miss much of it; either way the per-slice results may differ from the training data's.
 TYPICAL_SLICE_SPACING_MM = (3.0, 10.0)
+#: A figure in a warning: warnings that differ only in these are one warning across slices.
+_FIGURE = re.compile(r"\d+(?:\.\d+)?")
 #: How many offsets along the longest diameter are searched at once for the perpendicular one (memory bound).
 _CHUNK = 256
 
@@ -97,6 +100,12 @@ class VolumeResult:
             "warnings": self.all_warnings(),
         }
 
+    def masks(self) -> list[np.ndarray]:
+        """Every slice's 0/1 mask, in the volume's order: what the 3-D mask files are made of."""
+        masks = [r.mask for r in self.results if r.mask is not None]
+        assert len(masks) == self.n_slices, "every slice of a measured volume was analysed"
+        return masks
+
     def slice_rows(self) -> list[dict]:
         """Each slice's ``Result.row()`` with its number in the volume (from 1)."""
         return [{"slice": i + 1, **r.row()} for i, r in enumerate(self.results)]
@@ -137,11 +146,30 @@ def measure(
         gaps=volume.gaps,
         series_uid=volume.series_uid,
     )
-    out.slice_warnings = dict(Counter(w for r in results for w in dict.fromkeys(r.warnings)))
+    out.slice_warnings = _counted_warnings(results)
     _combine_type(out, results, pixels)
     _measure_size(out, volume, results, pixels)
     out.warnings += _geometry_warnings(volume)
     return out
+
+
+def _counted_warnings(results: list[Result]) -> dict[str, int]:
+    """Each distinct per-slice warning once, with the number of slices that gave it.  Warnings that differ only in
+    their figures (an out-of-distribution score, a confidence) are one warning, shown with the figures of the first
+    slice that gave it and that slice's number."""
+    first: dict[str, tuple[str, int]] = {}  # the warning with its figures masked → (first text, its slice)
+    texts: dict[str, set[str]] = {}
+    counts: Counter[str] = Counter()
+    for k, r in enumerate(results):
+        for w in dict.fromkeys(r.warnings):
+            key = _FIGURE.sub("#", w)
+            first.setdefault(key, (w, k))
+            texts.setdefault(key, set()).add(w)
+            counts[key] += 1
+    return {
+        (text if len(texts[key]) == 1 else f"{text}; figures of slice {k + 1}"): counts[key]
+        for key, (text, k) in first.items()
+    }
 
 
 def _combine_type(out: VolumeResult, results: list[Result], pixels: list[int]) -> None:

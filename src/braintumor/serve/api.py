@@ -1,8 +1,10 @@
-"""``POST /analyze``, ``GET /health``, ``GET /model``: one model per process, shared by every request.
+"""``POST /analyze``, ``POST /analyze/volume``, ``GET /health``, ``GET /model``: one model per process, shared by
+every request.
 
-An upload is analysed from bytes through ``load_scan``, so strangers' files meet the same hostile-input policy
-as the CLI and the page.  Starlette keeps an upload in memory up to 1 MB and in a temporary file (deleted with the
-request) beyond that; nothing is logged but uvicorn's access lines (client address, method, path, status).
+An upload is analysed from bytes through ``load_scan`` (a whole scan through ``read_uploads``), so strangers' files
+meet the same hostile-input policy as the CLI and the page.  Starlette keeps an upload in memory up to 1 MB and in a
+temporary file (deleted with the request) beyond that; nothing is logged but uvicorn's access lines (client
+address, method, path, status).
 
 Under load a request waits, in arrival order and for a bounded time, for one of a bounded number of analysis slots
 (``Gate``); only a full queue, a wait past its limit or a full memory budget for request bodies is refused (503 +
@@ -20,7 +22,7 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -33,13 +35,19 @@ from braintumor import __version__
 from braintumor.bundle import to_json
 from braintumor.errors import ScanError
 from braintumor.imageio import load_scan
-from braintumor.imageio.limits import MAX_UPLOAD_BYTES
+from braintumor.imageio.archive import read_uploads
+from braintumor.imageio.limits import MAX_UPLOAD_BYTES, MAX_VOLUME_UPLOAD_BYTES
 from braintumor.imageio.registry import format_name
-from braintumor.imageio.writers import MASK_KINDS, MASK_WRITERS, MaskError, mask_description
+from braintumor.imageio.writers import MASK_KINDS, MASK_WRITERS, MaskError, mask_description, volume_masks
 from braintumor.inference import Analyzer
+from braintumor.inference.volume import measure
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
+
+    from braintumor.imageio.series import Volume
 
 #: Seconds a client is told to wait when the server refuses work it cannot take now (503).
 RETRY_AFTER_S = 1
@@ -49,8 +57,12 @@ DEFAULT_QUEUE, DEFAULT_QUEUE_TIMEOUT_S = 64, 30.0
 DEFAULT_UPLOAD_MEMORY = 512 * 2**20
 #: Routes a token does not guard: a load balancer's or supervisor's probe needs no secret.
 OPEN_PATHS = ("/health",)
+#: The whole-scan route: its own, larger body limit (a series is many slices).
+VOLUME_PATH = "/analyze/volume"
 #: Routes whose requests go through the ``Gate``.
-ANALYSIS_PATHS = ("/analyze",)
+ANALYSIS_PATHS = ("/analyze", VOLUME_PATH)
+#: Series named in the refusal of an upload that holds several.
+SERIES_SHOWN = 5
 
 
 def default_max_concurrent() -> int:
@@ -69,29 +81,32 @@ async def refuse(exc: HTTPException, scope: Scope, receive: Receive, send: Send)
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for a request body over ``max_bytes``.  A declared Content-Length is checked before
-    anything is read, and the bytes are counted as they arrive, so a missing or lying one cannot get past it."""
+    """ASGI middleware: 413 for a request body over ``max_bytes``, or over the route's own limit in ``paths``.  A
+    declared Content-Length is checked before anything is read, and the bytes are counted as they arrive, so a
+    missing or lying one cannot get past it."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, paths: dict[str, int] | None = None):
+        self.app, self.max_bytes, self.paths = app, max_bytes, dict(paths or {})
 
-    def too_large(self) -> str:
-        return f"request body is larger than the {self.max_bytes / 2**20:g} MB upload limit"
+    @staticmethod
+    def too_large(limit: int) -> str:
+        return f"request body is larger than the {limit / 2**20:g} MB upload limit"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.paths.get(scope["path"], self.max_bytes)
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            return await JSONResponse({"detail": self.too_large()}, 413)(scope, receive, send)
+        if declared.isdigit() and int(declared) > limit:
+            return await JSONResponse({"detail": self.too_large(limit)}, 413)(scope, receive, send)
         received = 0
 
         async def counted() -> Message:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:  # FastAPI passes an HTTPException from the body reader on as is
-                raise HTTPException(413, self.too_large())
+            if received > limit:  # FastAPI passes an HTTPException from the body reader on as is
+                raise HTTPException(413, self.too_large(limit))
             return message
 
         await self.app(scope, counted, send)
@@ -262,12 +277,17 @@ def upload_name(filename: str | None) -> str:
     return name or "upload"
 
 
+def b64(data: bytes) -> str:
+    """A file in a JSON answer."""
+    return base64.b64encode(data).decode("ascii")
+
+
 def mask_png(mask: np.ndarray) -> str:
     from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(mask * 255).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return b64(buffer.getvalue())
 
 
 #: ``POST /analyze?mask=…``: the PNG of any upload, or the mask in the upload's own format (``MASK_WRITERS``);
@@ -280,6 +300,25 @@ MASK_HELP = (
     "a gzipped NIfTI (.nii.gz) of uint8 0/1 with the upload's shape and header geometry, zero outside the analysed "
     "slice (NIfTI uploads).  A mask the upload cannot have is a 422."
 )
+VOLUME_MASK_HELP = (
+    "Add the 3-D mask to the answer, base64-encoded: 'nifti' as `mask_nifti`, a gzipped NIfTI (.nii.gz) of uint8 "
+    "0/1 (a NIfTI upload's own shape, header and affine; a DICOM series placed by its positions and orientation); "
+    "'seg' as `mask_seg`, one multi-frame DICOM Segmentation referencing every instance of the series (DICOM "
+    "uploads).  A mask the upload cannot have is a 422."
+)
+#: The refusals every analysis route shares (OpenAPI ``responses``); each route adds its own 422.
+REFUSALS: dict[int | str, dict] = {
+    401: {"description": "the server has a token and the request lacks it (`Authorization: Bearer …`)"},
+    413: {"description": "upload over the size limit"},
+    503: {
+        "description": "busy: the wait queue is full, no analysis slot came free in time, or the uploads in "
+        "progress fill the server's memory budget; see Retry-After"
+    },
+}
+#: ``spacing_mm``, the form field of both analysis routes.
+Spacing = Annotated[
+    float | None, Form(gt=0, allow_inf_nan=False, description="pixel size (mm) for files that carry none")
+]
 
 
 def check_mask_kind(kind: str | None, fmt: str | None, name: str) -> None:
@@ -307,8 +346,47 @@ def analyze_bytes(analyzer: Analyzer, data: bytes, name: str, spacing_mm: float 
         encoded = writer.to_bytes(result.scan, result.mask, mask_description(result.label, result.confidence))
     except MaskError as err:  # e.g. a DICOM without the geometry a SEG lies on
         raise ScanError(name, str(err)) from None
-    row[f"mask_{writer.kind}"] = base64.b64encode(encoded).decode("ascii")
+    row[f"mask_{writer.kind}"] = b64(encoded)
     return row
+
+
+def one_volume(volumes: list[Volume], files: list[tuple[str, bytes]]) -> Volume:
+    """The one whole scan of an upload, or a ``ScanError`` naming the series when it holds several."""
+    if len(volumes) == 1:
+        return volumes[0]
+    shown = [f"{v.name} ({v.n_slices} slices{f', series {v.series_uid}' if v.series_uid else ''})" for v in volumes]
+    more = f" and {len(shown) - SERIES_SHOWN} more" if len(shown) > SERIES_SHOWN else ""
+    name = files[0][0] if len(files) == 1 else f"{len(files)} files"
+    reason = f"upload one series at a time: found {len(volumes)} series: {'; '.join(shown[:SERIES_SHOWN])}{more}"
+    raise ScanError(name, reason)
+
+
+def analyze_volume_bytes(
+    analyzer: Analyzer, files: list[tuple[str, bytes]], spacing_mm: float | None, mask: str | None
+) -> dict:
+    """``analyze --json``'s line for one whole scan (its volume row and ``slice_results``), with ``mask_<kind>``
+    when ``mask`` asks (runs in a worker thread).  Raises ``ScanError`` for an unreadable upload, several series,
+    and a mask it cannot have."""
+    volume = one_volume(read_uploads(files), files)
+    if mask == "seg" and volume.format != "dicom":  # a NIfTI mask suits both formats
+        raise ScanError(volume.name, f"mask=seg needs a DICOM series; this is a {format_name(volume.format)}")
+    result = measure(volume, analyzer, spacing_mm=spacing_mm)
+    row = {**result.row(), "slice_results": result.slice_rows()}
+    if mask is None:
+        return row
+    made, why_not = volume_masks(volume, result.masks(), mask_description(result.label, result.confidence), [mask])
+    if mask not in made:
+        raise ScanError(volume.name, "; ".join(why_not) or f"no {mask} mask")
+    row[f"mask_{mask}"] = b64(made[mask])
+    return row
+
+
+async def analysed(work: Callable[..., dict], *args: object) -> dict:
+    """``work(*args)`` in a worker thread; a ``ScanError`` becomes the 422, one line."""
+    try:
+        return await run_in_threadpool(work, *args)
+    except ScanError as err:
+        raise HTTPException(422, " ".join(str(err).splitlines())) from None
 
 
 def one_line(exc: RequestValidationError) -> str:
@@ -326,6 +404,7 @@ def create_app(
     max_concurrent: int | None = None,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     *,
+    max_volume_upload_bytes: int = MAX_VOLUME_UPLOAD_BYTES,
     queue: int = DEFAULT_QUEUE,
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT_S,
     upload_memory: int = DEFAULT_UPLOAD_MEMORY,
@@ -333,7 +412,8 @@ def create_app(
 ) -> FastAPI:
     """The API around one loaded ``analyzer`` (thread-safe, so worker threads share it): ``max_concurrent``
     analyses at once, ``queue`` more waiting up to ``queue_timeout`` s, request bodies within ``upload_memory``
-    bytes (one upload within it and ``max_upload_bytes``), and with a ``token`` every route but /health guarded."""
+    bytes (one upload within it and ``max_upload_bytes``, a whole scan's ``max_volume_upload_bytes``), and with a
+    ``token`` every route but /health guarded."""
     gate = Gate(max_concurrent or default_max_concurrent(), queue, queue_timeout, upload_memory)
     card = analyzer.card
     app = FastAPI(
@@ -344,7 +424,8 @@ def create_app(
     )
     # the last added runs first: the token, then the size limit, then admission to the analyses
     app.add_middleware(Admission, gate=gate)
-    app.add_middleware(BodyLimit, max_bytes=min(max_upload_bytes, upload_memory))  # an upload that could never fit
+    volume_limit = min(max_volume_upload_bytes, upload_memory)  # no upload that could never fit the budget
+    app.add_middleware(BodyLimit, max_bytes=min(max_upload_bytes, upload_memory), paths={VOLUME_PATH: volume_limit})
     if token is not None:
         app.add_middleware(BearerToken, token=token)
 
@@ -355,23 +436,16 @@ def create_app(
     @app.post(
         "/analyze",
         responses={
-            401: {"description": "the server has a token and the request lacks it (`Authorization: Bearer …`)"},
-            413: {"description": "upload over the size limit"},
+            **REFUSALS,
             422: {
                 "description": "unreadable scan, a bad field, or a `mask` the upload cannot have (`mask=seg` on a "
                 "PNG, a DICOM without geometry): `detail` is one line, `<file>: <reason>` for a scan"
-            },
-            503: {
-                "description": "busy: the wait queue is full, no analysis slot came free in time, or the uploads "
-                "in progress fill the server's memory budget; see Retry-After"
             },
         },
     )
     async def analyze(
         file: UploadFile = File(description="one slice: PNG, JPEG, TIFF, BMP, DICOM, NIfTI, .mat"),
-        spacing_mm: float | None = Form(
-            None, gt=0, allow_inf_nan=False, description="pixel size (mm) for files that carry none"
-        ),
+        spacing_mm: Spacing = None,
         mask: Literal["png", "seg", "nifti"] | None = Query(None, description=MASK_HELP),
     ) -> dict:
         """The JSON object one line of ``braintumor analyze --json`` prints; with ``mask``, plus the mask as a
@@ -380,12 +454,37 @@ def create_app(
         analysis slot when all are busy (up to the server's queue length and timeout)."""
         async with gate.slot():
             data = await file.read()
-            try:
-                return await run_in_threadpool(
-                    analyze_bytes, analyzer, data, upload_name(file.filename), spacing_mm, mask
-                )
-            except ScanError as err:
-                raise HTTPException(422, str(err)) from None
+            return await analysed(analyze_bytes, analyzer, data, upload_name(file.filename), spacing_mm, mask)
+
+    @app.post(
+        VOLUME_PATH,
+        summary="Measure a whole scan: tumor volume, diameters, tumor slices",
+        responses={
+            **REFUSALS,
+            422: {
+                "description": "an unreadable file or zip (a hostile one included), files that are not one volume, "
+                "several series in one upload, a bad field, or a `mask` the upload cannot have: `detail` is one "
+                "line, `<file>: <reason>`"
+            },
+        },
+    )
+    async def analyze_volume(
+        files: list[UploadFile] = File(
+            description="one whole scan: a .zip of a DICOM series, a NIfTI volume, a multi-frame DICOM, or the "
+            f"DICOM files of one series (up to {volume_limit / 2**20:g} MB in all)"
+        ),
+        spacing_mm: Spacing = None,
+        mask: Literal["seg", "nifti"] | None = Query(None, description=VOLUME_MASK_HELP),
+    ) -> dict:
+        """The JSON object ``braintumor analyze --json`` prints for a whole scan: type and confidence (the tumor
+        slices' probabilities weighted by their tumor area), `volume_cm3`, the two diameters on the largest slice,
+        `tumor_slices` (numbered from 1), warnings, and `slice_results`, each slice's `/analyze` object with its
+        `slice` number.  With ``mask``, plus the 3-D mask as a base64 string (`mask_nifti`, `mask_seg`), the files
+        ``analyze --out`` writes under volumes/.  One series per request; waits for an analysis slot like
+        `/analyze`."""
+        async with gate.slot():
+            uploads = [(upload_name(f.filename), await f.read()) for f in files]
+            return await analysed(analyze_volume_bytes, analyzer, uploads, spacing_mm, mask)
 
     @app.get("/health")
     async def health() -> dict:
