@@ -19,6 +19,7 @@ from braintumor.app.views import (
     SPACING_HINT,
     STREAMLIT_OPTIONS,
     WEIGHTING_CAPTION,
+    Download,
     Uploads,
     View,
     VolumeView,
@@ -35,6 +36,8 @@ from braintumor.app.views import (
 from braintumor.inference import Analyzer
 
 if TYPE_CHECKING:  # torch is optional: Grad-CAM needs the 'train' extra
+    from streamlit.delta_generator import DeltaGenerator
+
     from braintumor.inference.explain import Explainer
 
 
@@ -130,15 +133,7 @@ def show(view: View, key: str, show_cam: bool) -> None:
     d2.download_button("Mask PNG", view.mask_png, f"{stem}_mask.png", "image/png", key=f"m-{key}")
     d3.download_button("Result JSON", view.json, f"{stem}.json", "application/json", key=f"j-{key}")
     if extra is not None:
-        d4.download_button(
-            extra.label,
-            extra.data or b"",
-            extra.file_name,
-            extra.mime,
-            key=f"s-{key}",
-            disabled=extra.data is None,
-            help=extra.reason or f"the mask as a {extra.label} that imaging tools overlay on the scan",
-        )
+        offer(d4, extra, f"s-{key}", f"the mask as a {extra.label} that imaging tools overlay on the scan")
 
 
 def whole_scans(files: list[tuple[str, bytes] | None], spacing_mm: float | None) -> Uploads:
@@ -180,15 +175,20 @@ def show_volume(view: VolumeView) -> None:
         delta_arrow="off",
     )
     for column, download in zip(st.columns(5), view.downloads(), strict=False):
-        column.download_button(
-            download.label,
-            download.data or b"",
-            download.file_name,
-            download.mime,
-            key=f"{download.label}-{view.key}",
-            disabled=download.data is None,
-            help=download.reason,
-        )
+        offer(column, download, f"{download.label}-{view.key}")
+
+
+def offer(column: DeltaGenerator, download: Download, key: str, about: str | None = None) -> None:
+    """A download button; a file that could not be made is shown disabled, with the reason as its help."""
+    column.download_button(
+        download.label,
+        download.data or b"",
+        download.file_name,
+        download.mime,
+        key=key,
+        disabled=download.data is None,
+        help=download.reason or about,
+    )
 
 
 enforce_options()
