@@ -54,6 +54,25 @@ def dev512() -> Path:
     return _require(DEV512)
 
 
+@pytest.fixture(scope="module")
+def analyzer():
+    """The shipped model, loaded once per test module (a module may change its post-processing)."""
+    from braintumor.inference import Analyzer
+
+    return Analyzer.default()
+
+
+@pytest.fixture(scope="module")
+def client(analyzer):
+    """The HTTP API around the module's analyzer."""
+    from fastapi.testclient import TestClient
+
+    from braintumor.serve.api import create_app
+
+    with TestClient(create_app(analyzer)) as c:
+        yield c
+
+
 def csv_rows(path: Path) -> list[dict[str, str]]:
     """Every row of a CSV file with a header, as dicts (the file is closed before returning)."""
     with open(path, newline="") as f:

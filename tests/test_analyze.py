@@ -22,11 +22,6 @@ from conftest import csv_rows
 
 
 @pytest.fixture(scope="module")
-def analyzer():
-    return Analyzer.default()
-
-
-@pytest.fixture(scope="module")
 def unseen_tumor_slices(request):
     """dev-512 tumor slices of patients the shipped model never trained on; a model trained on every patient of
     dev (whose accuracy estimate is the cross-validation in its card) has none, so it is checked on all of them

@@ -31,11 +31,6 @@ from conftest import png_bytes, write_dicom
 PAGE = Path(__file__).resolve().parent.parent / "src" / "braintumor" / "app" / "page.py"
 
 
-@pytest.fixture(scope="module")
-def analyzer():
-    return Analyzer.default()
-
-
 def test_views_good_and_bad_files(analyzer):
     image = np.zeros((128, 128), np.uint8)
     image[30:90, 30:90] = 120

@@ -15,7 +15,6 @@ import pytest
 
 from braintumor.app.views import analyze_uploads
 from braintumor.imageio import load_scan
-from braintumor.inference import Analyzer
 from conftest import png_bytes
 from test_analyze_volume import threshold_network  # noqa: F401 (a fixture)
 from test_app import BROWSER_ARGS, CHROMIUM, INTRO, PAGE, free_port, require_chromium, start_server
@@ -31,11 +30,6 @@ from test_volume import (
     oblique_affine,
     write_nifti,
 )
-
-
-@pytest.fixture(scope="module")
-def analyzer() -> Analyzer:
-    return Analyzer.default()
 
 
 @pytest.fixture(scope="module")

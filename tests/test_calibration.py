@@ -13,7 +13,6 @@ import pytest
 from braintumor.bundle import DEFAULT_MODEL_DIR, OOD, read_card, verified_file
 from braintumor.evaluation import metrics as M
 from braintumor.experiments.calibration_fit import fit_features, fit_temperature, halves
-from braintumor.inference import Analyzer
 from braintumor.inference.calibration import apply_temperature
 from conftest import png_bytes
 
@@ -78,11 +77,6 @@ def test_shipped_model_carries_its_calibration():
     assert block is not None and block.temperature > 0 and block.ood_threshold is not None and block.ood_threshold > 0
     assert block.heldout["ece_after"] <= block.heldout["ece_before"]
     assert verified_file(DEFAULT_MODEL_DIR, OOD, card).is_file()
-
-
-@pytest.fixture(scope="module")
-def analyzer():
-    return Analyzer.default()
 
 
 def test_ood_score_is_higher_for_a_shifted_slice(dev512, analyzer):

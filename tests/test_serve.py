@@ -36,17 +36,6 @@ from test_app import free_port
 from test_outputs import NIFTI_AFFINES, SEG_STORAGE, _full_dicom, _marks, blob_forward
 
 
-@pytest.fixture(scope="module")
-def analyzer() -> Analyzer:
-    return Analyzer.default()
-
-
-@pytest.fixture(scope="module")
-def client(analyzer):
-    with TestClient(create_app(analyzer)) as c:
-        yield c
-
-
 def blob(side: int = 128) -> np.ndarray:
     image = np.zeros((side, side), np.uint8)
     image[side // 4 : side * 3 // 4, side // 4 : side * 3 // 4] = 120

@@ -36,17 +36,6 @@ pytestmark = pytest.mark.usefixtures("threshold_network")  # every analysis here
 
 
 @pytest.fixture(scope="module")
-def analyzer() -> Analyzer:
-    return Analyzer.default()
-
-
-@pytest.fixture(scope="module")
-def client(analyzer):
-    with TestClient(create_app(analyzer)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def phantom() -> np.ndarray:
     from test_volume import ellipsoid
 
