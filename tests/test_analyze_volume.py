@@ -51,7 +51,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(path.read_text())))
 
 
-def _assert_measured(row: dict[str, str]) -> None:
+def assert_measured(row: dict) -> None:
+    """A volume row (volumes.csv's strings or the JSON's numbers) that measured the phantom's ellipsoid."""
     assert float(row["volume_cm3"]) == pytest.approx(ELLIPSOID_CM3, rel=0.02)
     assert abs(float(row["longest_diameter_mm"]) - 2 * AXES[0]) <= VOXEL + 0.05  # the row rounds to 0.1 mm
     assert abs(float(row["perpendicular_diameter_mm"]) - 2 * AXES[1]) <= VOXEL + 0.05
@@ -68,7 +69,7 @@ def test_a_nifti_volume_gives_the_volume_row_3d_mask_and_montage(tmp_path, phant
     assert line.startswith(f"{source}: whole scan, glioma") and "cm³" in line and "diameters" in line
 
     [row] = _rows(out / "volumes.csv")
-    _assert_measured(row)
+    assert_measured(row)
     slices = _rows(out / "results.csv")
     assert len(slices) == SLICES and slices[0]["file"] == f"{source} [slice 1/{SLICES}]"
     assert [int(r["tumor_pixels"]) > 0 for r in slices] == [str(k) in row["tumor_slices"].split() for k in range(1, 25)]
@@ -93,7 +94,7 @@ def test_a_dicom_series_among_other_files(tmp_path, phantom, threshold_network, 
     assert main(["analyze", str(tmp_path / "in"), "--out", str(out)]) == 0
 
     [row] = _rows(out / "volumes.csv")
-    _assert_measured(row)
+    assert_measured(row)
     assert row["name"].endswith("series") and row["series_uid"] == "1.2.826.0.1.3680043.8.498.1"
     files = [r["file"] for r in _rows(out / "results.csv")]
     assert len(files) == SLICES + 1 and str(tmp_path / "in" / "photo.png") in files
