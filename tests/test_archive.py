@@ -115,6 +115,7 @@ def test_a_declared_bomb_is_refused_from_the_central_directory():
 
 def test_a_deflate_bomb_is_refused_by_its_ratio():
     """300 MB of zeros deflate to about 300 kB: a real bomb, built and refused without ever holding it."""
+
     def build_and_read() -> str:
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf, zf.open("z.dcm", "w") as f:
