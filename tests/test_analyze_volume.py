@@ -140,16 +140,21 @@ def test_json_gives_the_volume_with_its_slices(tmp_path, phantom, threshold_netw
 
 
 def test_an_unreadable_volume_is_one_line_and_the_batch_goes_on(tmp_path, phantom, threshold_network, capsys):
+    """A file that cannot be read as a volume goes to the single-slice path, which gives its error row."""
     import nibabel as nib
 
     broken = tmp_path / "broken.nii"
     nib.save(nib.Nifti1Image(np.zeros((40, 40, 3, 2), np.int16), np.eye(4)), broken)
     good = write_nifti(tmp_path / "good.nii", phantom, oblique_affine(reverse=False))
     assert main(["analyze", str(broken), str(good), "--out", str(tmp_path / "out")]) == 1
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"{broken}: ERROR") and "4 dimensions" in out[0]
-    rows = _rows(tmp_path / "out" / "volumes.csv")
-    assert rows[0]["error"] and float(rows[1]["volume_cm3"]) == pytest.approx(ELLIPSOID_CM3, rel=0.02)
+    captured = capsys.readouterr()
+    assert f"not measured as a whole scan: {broken}: " in captured.err and "analysed as one slice" in captured.err
+    [error] = [line for line in captured.out.splitlines() if line.startswith(f"{broken}: ERROR")]
+    assert "4 dimensions" in error
+    [row] = _rows(tmp_path / "out" / "volumes.csv")
+    assert float(row["volume_cm3"]) == pytest.approx(ELLIPSOID_CM3, rel=0.02)
+    [failed] = [r for r in _rows(tmp_path / "out" / "results.csv") if r["file"] == str(broken)]
+    assert "4 dimensions" in failed["error"]
 
 
 def test_which_inputs_are_whole_scans(tmp_path, phantom):

@@ -123,7 +123,7 @@ class Outputs:
         self.pool = ThreadPoolExecutor(workers)
         self.workers = workers
         self.append = append
-        self.volumes: csv.DictWriter[str] | None = None  # volumes.csv, opened at the first whole scan
+        self.volumes: csv.DictWriter[str] | None = None
         self.pending: deque[tuple[dict[str, Any], Future[list[str]] | None]] = deque()
 
     def add(self, result: Result, row: dict[str, Any], stem: str) -> None:
@@ -178,19 +178,16 @@ class Outputs:
         sheet = montage(result)
         if sheet is not None:
             sheet.save(folder / "montage.png", compress_level=1)
-        self.add_volume_row({**result.row(), "warnings": [*result.all_warnings(), *warnings]})
-        for row in result.slice_rows():
-            self.pending.append(({**row, "file": f"{row['file']} [slice {row['slice']}/{result.n_slices}]"}, None))
-        self._flush()
-
-    def add_volume_row(self, row: dict[str, Any]) -> None:
-        if self.volumes is None:
+        if self.volumes is None:  # volumes.csv, opened at the first whole scan
             self.volumes_handle = open(self.out / "volumes.csv", "a" if self.append else "w", newline="")  # noqa: SIM115 (closed by close())
             self.volumes = csv.DictWriter(self.volumes_handle, fieldnames=VOLUME_COLUMNS)
             if not self.append or self.volumes_handle.tell() == 0:
                 self.volumes.writeheader()
-        self.volumes.writerow(volume_csv_row(row))
+        self.volumes.writerow(volume_csv_row({**result.row(), "warnings": [*result.all_warnings(), *warnings]}))
         self.volumes_handle.flush()
+        for row in result.slice_rows():
+            self.pending.append(({**row, "file": f"{row['file']} [slice {row['slice']}/{result.n_slices}]"}, None))
+        self._flush()
 
     def _flush(self, block: bool = False) -> None:
         while self.pending and (block or self.pending[0][1] is None or self.pending[0][1].done()):
@@ -238,9 +235,8 @@ def run(args: argparse.Namespace) -> int:
     used: set[str] = set()  # names under volumes/
     try:
         for group in scans:
-            ok, fallback = _analyze_whole_scan(analyzer, group, args, outputs, used)
-            analysed += 1
-            failed += not ok
+            fallback = _analyze_whole_scan(analyzer, group, args, outputs, used)
+            analysed += not fallback
             slices += fallback
         interactive = sys.stderr.isatty() and (sys.stdout.isatty() or not args.json)
         bar = tqdm(total=len(slices), unit="img", disable=len(slices) < 2 or not interactive, file=sys.stderr)
@@ -270,23 +266,19 @@ def run(args: argparse.Namespace) -> int:
 
 def _analyze_whole_scan(
     analyzer: Analyzer, group: list[Path], args: argparse.Namespace, outputs: Outputs | None, used: set[str]
-) -> tuple[bool, list[Path]]:
+) -> list[Path]:
     """Read, measure and report one whole scan; returns whether it was measured, and the files to analyse one by
-    one instead when the scan is not one volume (mixed series, duplicate positions, …: said once, on stderr)."""
+    one instead when they are not one volume (a mixed series, duplicate positions, a file that cannot be read as a
+    volume: said once, on stderr; the single-slice path then gives each file its row, or its error)."""
     from braintumor.imageio.archive import read_uploads
     from braintumor.inference.volume import measure
 
     try:
         volumes = read_uploads(list(group))
     except ScanError as err:
-        if len(group) == 1:  # one file (a NIfTI or multi-frame DICOM) that is not a readable volume
-            row = {"name": err.name, "error": err.reason}
-            print(json.dumps(row) if args.json else f"{err.name}: ERROR {err.reason}")
-            if outputs:
-                outputs.add_volume_row(row)
-            return False, []
-        print(f"{err}; its {len(group)} files are analysed one by one", file=sys.stderr)
-        return True, list(group)
+        files = "it is analysed as one slice" if len(group) == 1 else f"its {len(group)} files are analysed one by one"
+        print(f"not measured as a whole scan: {err}; {files}", file=sys.stderr)
+        return list(group)
     for volume in volumes:  # one: a group is one series or one file
         result = measure(volume, analyzer, batch_size=max(args.batch_size, 8), spacing_mm=args.spacing_mm)
         if args.json:
@@ -295,4 +287,4 @@ def _analyze_whole_scan(
             print(volume_line(result))
         if outputs:
             outputs.add_volume(result, volume, _unique_stem(volume.name, used))
-    return True, []
+    return []

@@ -22,8 +22,8 @@ def csv_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 #: The columns of ``analyze``'s volumes.csv, one row per whole scan (its slices' rows are in results.csv): the
-#: fields of ``VolumeResult.row()``, and the error of a scan that could not be read.
-VOLUME_COLUMNS = [*VolumeResult(name="", results=[], spacing_mm=None, slice_spacing_mm=None).row(), "error"]
+#: fields of ``VolumeResult.row()`` (a file that cannot be read as a volume gets its error row in results.csv).
+VOLUME_COLUMNS = list(VolumeResult(name="", results=[], spacing_mm=None, slice_spacing_mm=None).row())
 
 
 def volume_csv_row(row: dict[str, Any]) -> dict[str, Any]:
