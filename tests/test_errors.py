@@ -44,3 +44,10 @@ def test_option_errors_name_the_option(tmp_path, capsys):
     assert "--spacing-mm: must be a positive number" in capsys.readouterr().err
     assert main(["cv", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--fold", "0"]) == 2
     assert "--fold: needs --ensemble" in capsys.readouterr().err
+
+
+def test_a_user_error_is_one_line_whatever_its_parts_hold():
+    from braintumor.errors import ScanError
+
+    err = ScanError("exam.zip/a\nb.dcm", "cannot be read\r\n(second line)")
+    assert str(err) == "exam.zip/a b.dcm: cannot be read (second line)" and err.name == "exam.zip/a b.dcm"

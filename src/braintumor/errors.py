@@ -6,9 +6,10 @@ class UserError(Exception):
     """Base of the errors the CLI reports in one line (``--debug`` shows their traceback too)."""
 
     def __init__(self, name: str, reason: str):
-        self.name = str(name)
-        self.reason = reason
-        super().__init__(f"{self.name}: {reason}")
+        # one line whatever a file name or a third-party message holds (a zip member named with a line break)
+        self.name = " ".join(str(name).splitlines())
+        self.reason = " ".join(str(reason).splitlines())
+        super().__init__(f"{self.name}: {self.reason}")
 
 
 class ScanError(UserError, ValueError):

@@ -474,8 +474,8 @@ def measure_view(analyzer: Analyzer, volume: Volume, key: str, spacing_mm: float
 
 
 def one_line(err: Exception, name: str) -> str:
-    """A whole scan's error as the page shows it: a ``ScanError``'s own line (kept to one even when a zip member's
-    name holds a line break), anything else named but not detailed."""
+    """A whole scan's error as the page shows it: a ``ScanError``'s own line, anything else named but not
+    detailed."""
     if isinstance(err, ScanError):
-        return " ".join(str(err).splitlines())
+        return str(err)
     return f"{name}: could not analyse this scan ({type(err).__name__})"

@@ -386,7 +386,7 @@ async def analysed(work: Callable[..., dict], *args: object) -> dict:
     try:
         return await run_in_threadpool(work, *args)
     except ScanError as err:
-        raise HTTPException(422, " ".join(str(err).splitlines())) from None
+        raise HTTPException(422, str(err)) from None
 
 
 def one_line(exc: RequestValidationError) -> str:
