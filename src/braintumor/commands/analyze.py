@@ -280,7 +280,7 @@ def _analyze_whole_scan(
         print(f"not measured as a whole scan: {err}; {files}", file=sys.stderr)
         return list(group)
     for volume in volumes:  # one: a group is one series or one file
-        result = measure(volume, analyzer, batch_size=max(args.batch_size, 8), spacing_mm=args.spacing_mm)
+        result = measure(volume, analyzer, batch_size=args.batch_size, spacing_mm=args.spacing_mm)
         if args.json:
             print(json.dumps({**result.row(), "slice_results": result.slice_rows()}))
         else:
