@@ -75,6 +75,17 @@ def test_averaged_outputs_are_the_members_mean_and_members_1_is_member_0(ensembl
         Analyzer(ensemble, members=0)
 
 
+def test_gradcam_of_an_ensemble_is_its_members_mean_map_for_one_class(ensemble):
+    from braintumor.imageio import Scan
+    from braintumor.inference.explain import Explainer
+
+    scan = Scan(np.random.default_rng(1).random((48, 40), dtype=np.float32) * 255, "x.png")
+    maps = [Explainer(ensemble / f).explain(scan, 2) for f in ("fold0", "fold1")]
+    together = Explainer(ensemble).explain(scan, 2)
+    assert together.shape == (48, 40) and np.abs(together - (maps[0] + maps[1]) / 2).max() < 1e-5
+    assert np.abs(Explainer(ensemble, members=1).explain(scan, 2) - maps[0]).max() < 1e-6
+
+
 def test_each_member_has_its_own_ood_model_and_the_ensemble_scores_in_their_thresholds(ensemble):
     """A member's feature model is fitted on its own training images, its threshold on its own unseen patients, its
     temperature left at 1; the ensemble's score is the mean of the members' scores over their thresholds."""

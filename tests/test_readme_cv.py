@@ -27,3 +27,11 @@ def test_the_block_is_replaced_whole():
     tool = _tool()
     text = f"a\n{tool.START}\nold table\n{tool.END}\nb\n"
     assert tool.readme_with(text, "new\n") == f"a\n{tool.START}\nnew\n{tool.END}\nb\n"
+
+
+def test_the_default_model_is_the_ensemble_exactly_when_its_ship_rule_holds():
+    from braintumor.bundle import DEFAULT_MODEL_DIR, ENSEMBLE_DIR, SINGLE_MODEL_DIR
+    from braintumor.experiments.ensemble import cv_figures, ship_rule
+
+    holds, verdict = ship_rule(cv_figures(ENSEMBLE_DIR))
+    assert DEFAULT_MODEL_DIR == (ENSEMBLE_DIR if holds else SINGLE_MODEL_DIR), verdict

@@ -113,15 +113,15 @@ def test_init_fine_tunes_at_another_size_and_guards_validation(tiny_model, tiny_
 
 
 @pytest.mark.slow
-def test_init_default_is_the_shipped_model(tiny_data, tmp_path):
-    from braintumor.bundle import DEFAULT_MODEL_DIR
+def test_init_default_is_the_single_shipped_network(tiny_data, tmp_path):
+    from braintumor.bundle import SINGLE_MODEL_DIR
 
     out = train(
         TrainConfig(
             data=tiny_data, out=tmp_path / "d", size=32, epochs=1, batch_size=4, folds=4, progress=False, init="default"
         )
     )
-    shipped = json.loads((DEFAULT_MODEL_DIR / "card.json").read_text())["files"]["model.safetensors"]["sha256"]
+    shipped = json.loads((SINGLE_MODEL_DIR / "card.json").read_text())["files"]["model.safetensors"]["sha256"]
     assert json.loads((out / "card.json").read_text())["training"]["initialised_from"]["weights_sha256"] == shipped
 
 

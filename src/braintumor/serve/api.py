@@ -488,10 +488,12 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict:
-        """Up, with the model it answers with (its name and the SHA-256 of each model file its card lists) and the
-        load: analyses running and waiting, slots, queue length, upload memory held.  Never needs the token."""
+        """Up, with the model it answers with (its name, the SHA-256 of each model file its card lists and, for an
+        ensemble, of each member's card, which pins that member's files) and the load: analyses running and
+        waiting, slots, queue length, upload memory held.  Never needs the token."""
         files = {name: entry.sha256 for name, entry in card.files.items()}
-        return {"status": "ok", "model": card.name, "sha256": files, "load": gate.load()}
+        members = {m.name: m.card_sha256 for m in card.members}
+        return {"status": "ok", "model": card.name, "sha256": files, "members": members, "load": gate.load()}
 
     @app.get("/model")
     async def model() -> dict:
