@@ -124,12 +124,13 @@ def test_onnx_and_pytorch_agree(analyzer, dev512, network):
         mask_onnx, probs_onnx, features_onnx = onnx.network(x[None, None])
         with torch.inference_mode():
             seg, cls, features = net.forward_with_features(torch.from_numpy(x)[None, None])
-        # a member's two files round to float16 apart (its graph after folding batch norms into the convolutions)
-        tolerance = 1e-3 if network == "single" else 5e-2
-        assert np.abs(torch.sigmoid(seg).numpy() - mask_onnx).max() < tolerance
-        assert ((torch.sigmoid(seg).numpy() >= 0.5) == (mask_onnx >= 0.5)).mean() >= 0.999
-        assert np.abs(torch.softmax(cls, 1).numpy() - probs_onnx).max() < tolerance / 5
-        assert np.abs(features.numpy() - features_onnx).max() < 1e-3 * max(1.0, float(np.abs(features).max()))
+        mask_torch, probs_torch = torch.sigmoid(seg).numpy(), torch.softmax(cls, 1).numpy()
+        if network == "single":  # the same float32 arithmetic
+            assert np.abs(mask_torch - mask_onnx).max() < 1e-3 and np.abs(probs_torch - probs_onnx).max() < 1e-4
+            assert np.abs(features.numpy() - features_onnx).max() < 1e-3 * max(1.0, float(np.abs(features).max()))
+        else:  # a member's int8 graph against its float16 weights: boundary pixels move, little else
+            assert np.abs(mask_torch - mask_onnx).mean() < 5e-3 and np.abs(probs_torch - probs_onnx).max() < 0.02
+            assert ((mask_torch >= 0.5) == (mask_onnx >= 0.5)).mean() >= 0.995
 
 
 def test_cli_batch_with_a_corrupt_file(dev512, tmp_path, capsys):

@@ -15,7 +15,14 @@ import pytest
 from braintumor.bundle import ONNX, ModelFolderError, pin_member, read_card, write_card
 from braintumor.cli import main
 from braintumor.data import read_manifest
-from braintumor.experiments.ensemble import SLICE_FIELDS, check_member_split, cv_figures, cv_markdown
+from braintumor.experiments.ensemble import (
+    FLOAT_SLICES,
+    SLICE_FIELDS,
+    SLICES,
+    check_member_split,
+    cv_figures,
+    cv_markdown,
+)
 from braintumor.inference import Analyzer
 from conftest import csv_rows, make_manifest, png_bytes
 
@@ -49,6 +56,40 @@ def test_fold_k_trains_only_fold_k_and_a_rerun_trains_nothing(ensemble, tiny_dat
     runs = tmp_path / "empty-runs"
     assert main(_argv(tiny_data, runs, ensemble)) == 0  # every fold: both are members already
     assert not runs.exists()  # nothing trained
+
+
+def test_members_ship_int8_graphs_scored_beside_their_float_rows(ensemble):
+    import onnx
+
+    for name in ("fold0", "fold1"):
+        card = read_card(ensemble / name)
+        assert card.quantization is not None and card.quantization.activations.startswith("uint8")
+        ops = {n.op_type for n in onnx.load(str(ensemble / name / ONNX)).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        ids = [[r["id"] for r in csv_rows(ensemble / name / "eval" / f)] for f in (SLICES, FLOAT_SLICES)]
+        assert ids[0] == ids[1] and ids[0]
+
+
+def test_a_float_member_is_made_int8_when_its_fold_is_run_again(ensemble, tiny_data, tmp_path):
+    import onnx
+
+    from braintumor.experiments.ensemble import add_member
+    from braintumor.inference.export import export_onnx, halve_onnx_weights, load_torch_model
+
+    copy = Path(shutil.copytree(ensemble, tmp_path / "ensemble"))
+    member = copy / "fold0"
+    net, card = load_torch_model(member)
+    export_onnx(net, card.input.size, member)
+    halve_onnx_weights(member / ONNX)
+    (member / "eval" / FLOAT_SLICES).rename(member / "eval" / SLICES)  # as members were before int8
+    write_card(member, replace(card, quantization=None))
+    add_member(copy, "fold0")
+    assert main(_argv(tiny_data, tmp_path / "runs", copy, 0)) == 0
+    card = read_card(member)
+    assert card.quantization is not None and card.calibration is not None  # int8, its OOD model fitted again
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(member / ONNX)).graph.node}
+    assert (member / "eval" / FLOAT_SLICES).is_file() and not (tmp_path / "runs").exists()  # nothing trained
+    Analyzer(copy)  # every checksum verifies
 
 
 def test_committed_rows_name_no_patient(ensemble, tiny_data):

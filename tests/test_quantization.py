@@ -133,6 +133,6 @@ def test_calibration_rows_are_the_members_training_patients_never_its_unseen_sli
     if not (folder / "eval" / "per_slice.csv").is_file():
         pytest.skip("no fold0 member in this checkout")
     rows = training_records(folder, dev)
-    unseen = set(scored_ids(folder))
+    unseen = set(scored_ids(folder / "eval" / "per_slice.csv"))
     assert rows and unseen and not unseen & {r.id for r in rows}
     assert len(rows) + len(unseen) == len(csv_rows(dev / "index.csv"))  # every row on one side

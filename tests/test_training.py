@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
+from braintumor.bundle import SCHEMA_VERSION
 from braintumor.cli import main
 from braintumor.training.run import TrainConfig, train
 from conftest import csv_rows
@@ -27,7 +28,7 @@ def test_run_folder_is_complete(tiny_model):
     ]
     assert card["input"]["size"] == 32 and "intended_use" in card and "torch" in card["software"]
     assert card["training"]["split_recipe"] == {"folds": 4, "seed": 0, "val_fold": 0, "all_patients": False}
-    assert card["schema_version"] == 2 and card["postprocessing"] == {
+    assert card["schema_version"] == SCHEMA_VERSION and card["postprocessing"] == {
         "threshold": 0.5,
         "min_component_fraction": 0.0,
         "fill_holes": False,
