@@ -106,7 +106,7 @@ def quantize_member(
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no type information: an Any base
         def __init__(self, images: Iterable[np.ndarray]) -> None:
             self.batches = iter([{"image": x[None].astype(np.float32)} for x in images])
 

@@ -26,7 +26,8 @@ class _ClassLogits(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)[1]
+        logits: torch.Tensor = self.net(x)[1]  # (mask, logits)
+        return logits
 
 
 class Explainer:
@@ -53,4 +54,5 @@ class Explainer:
                     probs = [cam.nn_module.model(batch).softmax(1) for cam in self.cams]  # no backward
                 class_index = int(torch.stack(probs).mean(0).argmax(1)[0])
             maps = [cam(batch, class_idx=class_index)[0, 0].detach().numpy() for cam in self.cams]
-        return np.clip(output_to_image(np.mean(maps, axis=0), geometry), 0, 1)
+        heat: np.ndarray = np.clip(output_to_image(np.mean(maps, axis=0), geometry), 0, 1)
+        return heat
