@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braintumor.bundle import DEFAULT_MODEL_DIR, ONNX, WEIGHTS, read_card, sha256, verified_file
+from braintumor.bundle import (
+    DEFAULT_MODEL_DIR,
+    ONNX,
+    SINGLE_MODEL_DIR,
+    WEIGHTS,
+    member_dirs,
+    read_card,
+    sha256,
+    verified_file,
+)
 from braintumor.cli import main
 from braintumor.commands.analyze import COLUMNS
 from braintumor.data import load_mask, read_manifest
@@ -22,32 +31,57 @@ from conftest import csv_rows
 
 
 @pytest.fixture(scope="module")
-def unseen_tumor_slices(request):
-    """dev-512 tumor slices of patients the shipped model never trained on; a model trained on every patient of
-    dev (whose accuracy estimate is the cross-validation in its card) has none, so it is checked on all of them
-    (at 512 px, twice the resolution it trained on) as a smoke test, not as a measure of accuracy."""
-    dev512 = request.getfixturevalue("dev512")
-    records = read_manifest(dev512)
-    card = read_card(DEFAULT_MODEL_DIR)
-    trained = trained_groups(records, [card.training])
-    rows = [r for r in records if r.label != "notumor"]
-    if not card.training.all_patients:
-        rows = [r for r in rows if group_of(r) not in trained]
-    assert len(rows) >= 15
-    return rows
+def unseen_tumor_slices(dev512, analyzer):
+    """Each network of the shipped model with the dev-512 tumor slices of patients it never trained on (an
+    ensemble member: its own held-out fold), at 512 px, twice the resolution it trained on.  The ensemble as a
+    whole has seen every dev patient through 4 of its 5 members, so it is checked one unseen member at a time."""
+    records = [r for r in read_manifest(dev512) if r.label != "notumor"]
+    pairs = []
+    for folder, training in zip(analyzer.member_dirs, analyzer.trainings, strict=True):
+        trained = trained_groups(records, [training])
+        pairs.append((folder, [r for r in records if group_of(r) not in trained]))
+    assert sum(len(rows) for _, rows in pairs) >= 15
+    return pairs
+
+
+def test_real_slices_label_mask_and_area(unseen_tumor_slices):
+    correct, dices, seen = 0, [], 0
+    for folder, rows in unseen_tumor_slices:
+        network = Analyzer(folder)
+        for r in rows:
+            result = network.analyze(r.image, spacing_mm=0.49)
+            truth = load_mask(r, result.mask.shape)
+            assert result.mask.shape == truth.shape == (512, 512)
+            correct += result.label == r.label
+            dices.append(dice(result.mask, truth))
+            assert result.spacing_source == "user" and result.spacing_mm == (0.49, 0.49)
+            assert result.area_cm2 == pytest.approx(result.tumor_pixels * 0.49**2 / 100)
+        seen += len(rows)
+    assert correct / seen >= 0.8
+    assert np.mean(dices) >= 0.6 and np.median(dices) >= 0.7
+
+
+def test_the_ensemble_answers_its_most_confident_slice_right(analyzer, dev512):
+    """A smoke test on seen patients (every dev patient trained 4 of the 5 members): not a measure of accuracy."""
+    rows = [r for r in read_manifest(dev512) if r.label != "notumor"][:20]
+    results = [analyzer.analyze(r.image) for r in rows]
+    confident = max(range(len(rows)), key=lambda i: results[i].confidence or 0.0)
+    assert results[confident].label == rows[confident].label
 
 
 def test_shipped_model_is_small_and_checksummed():
     card = read_card(DEFAULT_MODEL_DIR)
-    total = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir())
-    assert total <= 30 * 1024 * 1024
-    for name in (WEIGHTS, ONNX):
-        assert card.files[name].sha256 == sha256(DEFAULT_MODEL_DIR / name)
+    members = member_dirs(DEFAULT_MODEL_DIR, card) if card.members else [DEFAULT_MODEL_DIR]
+    for folder in members:
+        member = read_card(folder)
+        assert sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) <= 10 * 1024 * 1024  # ≤ 10 MB a network
+        for name in (WEIGHTS, ONNX):
+            assert member.files[name].sha256 == sha256(folder / name)
 
 
 def test_tampered_weights_are_refused(tmp_path):
     copy = tmp_path / "model"
-    shutil.copytree(DEFAULT_MODEL_DIR, copy)
+    shutil.copytree(SINGLE_MODEL_DIR, copy)
     data = bytearray((copy / ONNX).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (copy / ONNX).write_bytes(bytes(data))
@@ -56,22 +90,6 @@ def test_tampered_weights_are_refused(tmp_path):
     (copy / WEIGHTS).write_bytes((copy / WEIGHTS).read_bytes()[:-10])
     with pytest.raises(ModelFolderError, match="refusing to load"):
         verified_file(copy, WEIGHTS)
-
-
-def test_real_slices_label_mask_and_area(analyzer, unseen_tumor_slices):
-    correct, dices = 0, []
-    for r in unseen_tumor_slices:
-        result = analyzer.analyze(r.image, spacing_mm=0.49)
-        truth = load_mask(r, result.mask.shape)
-        assert result.mask.shape == truth.shape == (512, 512)
-        correct += result.label == r.label
-        dices.append(dice(result.mask, truth))
-        assert result.spacing_source == "user" and result.spacing_mm == (0.49, 0.49)
-        assert result.area_cm2 == pytest.approx(result.tumor_pixels * 0.49**2 / 100)
-    assert correct / len(unseen_tumor_slices) >= 0.8
-    assert np.mean(dices) >= 0.6 and np.median(dices) >= 0.7
-    confident = max(unseen_tumor_slices, key=lambda r: max(analyzer.analyze(r.image).probabilities.values()))
-    assert analyzer.analyze(confident.image).label == confident.label
 
 
 def test_unknown_spacing_gives_no_area(analyzer):
@@ -90,22 +108,29 @@ def _png(array) -> bytes:
     return buffer.getvalue()
 
 
-def test_onnx_and_pytorch_agree(analyzer, dev512):
+@pytest.mark.parametrize("network", ["single", "member"])
+def test_onnx_and_pytorch_agree(analyzer, dev512, network):
     import torch
 
     from braintumor.imageio import load_scan
     from braintumor.inference.export import load_torch_model
     from braintumor.preprocessing import to_model_input
 
-    net, card = load_torch_model(DEFAULT_MODEL_DIR)
+    folder = SINGLE_MODEL_DIR if network == "single" else analyzer.member_dirs[0]
+    net, card = load_torch_model(folder)
+    onnx = Analyzer(folder)
     for path in sorted((dev512 / "images").glob("*.png"))[:4]:
         x, _ = to_model_input(load_scan(path).pixels, card.input.size)
-        mask_onnx, probs_onnx, features_onnx = analyzer.network(x[None, None])
+        mask_onnx, probs_onnx, features_onnx = onnx.network(x[None, None])
         with torch.inference_mode():
             seg, cls, features = net.forward_with_features(torch.from_numpy(x)[None, None])
-        assert np.abs(torch.sigmoid(seg).numpy() - mask_onnx).max() < 1e-3
-        assert np.abs(torch.softmax(cls, 1).numpy() - probs_onnx).max() < 1e-4
-        assert np.abs(features.numpy() - features_onnx).max() < 1e-3 * max(1.0, float(np.abs(features).max()))
+        mask_torch, probs_torch = torch.sigmoid(seg).numpy(), torch.softmax(cls, 1).numpy()
+        if network == "single":  # the same float32 arithmetic
+            assert np.abs(mask_torch - mask_onnx).max() < 1e-3 and np.abs(probs_torch - probs_onnx).max() < 1e-4
+            assert np.abs(features.numpy() - features_onnx).max() < 1e-3 * max(1.0, float(np.abs(features).max()))
+        else:  # a member's int8 graph against its float16 weights: boundary pixels move, little else
+            assert np.abs(mask_torch - mask_onnx).mean() < 5e-3 and np.abs(probs_torch - probs_onnx).max() < 0.02
+            assert ((mask_torch >= 0.5) == (mask_onnx >= 0.5)).mean() >= 0.995
 
 
 def test_cli_batch_with_a_corrupt_file(dev512, tmp_path, capsys):

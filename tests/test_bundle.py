@@ -12,11 +12,11 @@ import pytest
 
 from braintumor.bundle import (
     CARD,
-    DEFAULT_MODEL_DIR,
     ENSEMBLE,
     ONNX,
     PREPROCESSING,
     SCHEMA_VERSION,
+    SINGLE_MODEL_DIR,
     InputSpec,
     ModelCard,
     ModelFolderError,
@@ -35,7 +35,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "braintumor"
 @pytest.fixture
 def folder(tmp_path) -> Path:
     """A copy of the shipped model folder, card as shipped (the first format)."""
-    return Path(shutil.copytree(DEFAULT_MODEL_DIR, tmp_path / "model"))
+    return Path(shutil.copytree(SINGLE_MODEL_DIR, tmp_path / "model"))
 
 
 def _raw(folder: Path) -> dict:
@@ -47,9 +47,9 @@ def _put(folder: Path, raw: dict) -> None:
 
 
 def test_the_shipped_card_loads_through_migration_and_verifies():
-    raw = _raw(DEFAULT_MODEL_DIR)
+    raw = _raw(SINGLE_MODEL_DIR)
     assert "schema_version" not in raw and "best_epoch" in raw["training"]  # the first format, as shipped
-    card = read_card(DEFAULT_MODEL_DIR)
+    card = read_card(SINGLE_MODEL_DIR)
     assert card.schema_version == SCHEMA_VERSION and card.task is Task.SEGMENT_AND_CLASSIFY
     assert card.training is not None and card.training.kept_epoch == raw["training"]["best_epoch"]
     assert card.training.kept == "the best validation epoch" and "history" in card.training.notes
@@ -57,7 +57,7 @@ def test_the_shipped_card_loads_through_migration_and_verifies():
     assert card.input == InputSpec(size=raw["input"]["size"]) and card.input.preprocessing == PREPROCESSING
     assert card.calibration is not None and card.calibration.temperature == raw["calibration"]["temperature"]
     for name in card.files:
-        verified_file(DEFAULT_MODEL_DIR, name, card)
+        verified_file(SINGLE_MODEL_DIR, name, card)
 
 
 def test_an_old_run_folder_with_kept_epoch_and_prose_loads(folder):

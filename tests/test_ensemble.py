@@ -15,7 +15,14 @@ import pytest
 from braintumor.bundle import ONNX, ModelFolderError, pin_member, read_card, write_card
 from braintumor.cli import main
 from braintumor.data import read_manifest
-from braintumor.experiments.ensemble import SLICE_FIELDS, check_member_split, cv_figures, cv_markdown
+from braintumor.experiments.ensemble import (
+    FLOAT_SLICES,
+    SLICE_FIELDS,
+    SLICES,
+    check_member_split,
+    cv_figures,
+    cv_markdown,
+)
 from braintumor.inference import Analyzer
 from conftest import csv_rows, make_manifest, png_bytes
 
@@ -51,6 +58,40 @@ def test_fold_k_trains_only_fold_k_and_a_rerun_trains_nothing(ensemble, tiny_dat
     assert not runs.exists()  # nothing trained
 
 
+def test_members_ship_int8_graphs_scored_beside_their_float_rows(ensemble):
+    import onnx
+
+    for name in ("fold0", "fold1"):
+        card = read_card(ensemble / name)
+        assert card.quantization is not None and card.quantization.activations.startswith("uint8")
+        ops = {n.op_type for n in onnx.load(str(ensemble / name / ONNX)).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        ids = [[r["id"] for r in csv_rows(ensemble / name / "eval" / f)] for f in (SLICES, FLOAT_SLICES)]
+        assert ids[0] == ids[1] and ids[0]
+
+
+def test_a_float_member_is_made_int8_when_its_fold_is_run_again(ensemble, tiny_data, tmp_path):
+    import onnx
+
+    from braintumor.experiments.ensemble import add_member
+    from braintumor.inference.export import export_onnx, halve_onnx_weights, load_torch_model
+
+    copy = Path(shutil.copytree(ensemble, tmp_path / "ensemble"))
+    member = copy / "fold0"
+    net, card = load_torch_model(member)
+    export_onnx(net, card.input.size, member)
+    halve_onnx_weights(member / ONNX)
+    (member / "eval" / FLOAT_SLICES).rename(member / "eval" / SLICES)  # as members were before int8
+    write_card(member, replace(card, quantization=None))
+    add_member(copy, "fold0")
+    assert main(_argv(tiny_data, tmp_path / "runs", copy, 0)) == 0
+    card = read_card(member)
+    assert card.quantization is not None and card.calibration is not None  # int8, its OOD model fitted again
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(member / ONNX)).graph.node}
+    assert (member / "eval" / FLOAT_SLICES).is_file() and not (tmp_path / "runs").exists()  # nothing trained
+    Analyzer(copy)  # every checksum verifies
+
+
 def test_committed_rows_name_no_patient(ensemble, tiny_data):
     patients = {r["patient_id"] for r in csv_rows(tiny_data / "index.csv") if r["patient_id"]}
     for name in ("fold0", "fold1"):
@@ -73,6 +114,17 @@ def test_averaged_outputs_are_the_members_mean_and_members_1_is_member_0(ensembl
     assert np.abs(mask1 - outputs[0][0]).max() < 1e-5 and np.abs(probs1 - outputs[0][1]).max() < 1e-5
     with pytest.raises(ModelFolderError, match="at least 1"):
         Analyzer(ensemble, members=0)
+
+
+def test_gradcam_of_an_ensemble_is_its_members_mean_map_for_one_class(ensemble):
+    from braintumor.imageio import Scan
+    from braintumor.inference.explain import Explainer
+
+    scan = Scan(np.random.default_rng(1).random((48, 40), dtype=np.float32) * 255, "x.png")
+    maps = [Explainer(ensemble / f).explain(scan, 2) for f in ("fold0", "fold1")]
+    together = Explainer(ensemble).explain(scan, 2)
+    assert together.shape == (48, 40) and np.abs(together - (maps[0] + maps[1]) / 2).max() < 1e-5
+    assert np.abs(Explainer(ensemble, members=1).explain(scan, 2) - maps[0]).max() < 1e-6
 
 
 def test_each_member_has_its_own_ood_model_and_the_ensemble_scores_in_their_thresholds(ensemble):

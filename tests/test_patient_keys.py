@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from braintumor.bundle import DEFAULT_MODEL_DIR, SplitRecipe, Training, read_card, verified_file
+from braintumor.bundle import SINGLE_MODEL_DIR, SplitRecipe, Training, read_card, verified_file
 from braintumor.cli import main
 from braintumor.data import Record, read_manifest, train_val_test_split
 from braintumor.data.patient_keys import (
@@ -162,11 +162,11 @@ def test_a_card_never_holds_raw_ids(tiny_data, tiny_model):
     assert keys["keys"] == sorted(keys["keys"]) and all(len(k) == 32 and int(k, 16) >= 0 for k in keys["keys"])
 
 
-def test_shipped_card_is_migrated_and_still_verifies(dev):
-    card = read_card(DEFAULT_MODEL_DIR)
+def test_single_models_card_is_migrated_and_still_verifies(dev):
+    card = read_card(SINGLE_MODEL_DIR)
     assert card.training is not None and not card.training.unsalted_keys
     for name in card.files:
-        verified_file(DEFAULT_MODEL_DIR, name, card)
+        verified_file(SINGLE_MODEL_DIR, name, card)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         records = read_manifest(dev)
@@ -179,5 +179,5 @@ def test_shipped_card_is_migrated_and_still_verifies(dev):
     assert trained == {group_of(r) for r in records if split[r.id] == "train"}
     # folds 1-4: 137 patients + 244 no-tumor images; every patient: 171 + 305
     assert len(trained) == len(card.training.patient_keys["keys"]) == (476 if recipe.all_patients else 381)
-    text = (DEFAULT_MODEL_DIR / "card.json").read_text()
+    text = (SINGLE_MODEL_DIR / "card.json").read_text()
     assert not any(f'"{r.id}"' in text or (r.patient_id and f'"{r.patient_id}"' in text) for r in records)

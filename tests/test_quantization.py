@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto
 
 from braintumor import CLASSES
-from braintumor.bundle import ONNX, InputSpec, ModelCard, Postprocessing, Task, write_card
+from braintumor.bundle import ENSEMBLE_DIR, ONNX, InputSpec, ModelCard, Postprocessing, Task, write_card
 from braintumor.experiments.quantization import (
     float32_graph,
     quantize_member,
@@ -24,7 +24,6 @@ from conftest import csv_rows
 pytestmark = pytest.mark.slow  # static quantization calibrates the graph: ~40 s, CI's full run only
 
 SIZE = 32
-ENSEMBLE = Path(__file__).resolve().parent.parent / "src" / "braintumor" / "assets" / "ensemble"
 
 
 def _blobs(n: int, seed: int) -> np.ndarray:
@@ -130,10 +129,10 @@ def test_the_tolerance_catches_a_badly_calibrated_int8_member(member, tmp_path):
 
 
 def test_calibration_rows_are_the_members_training_patients_never_its_unseen_slices(dev):
-    folder = ENSEMBLE / "fold0"
+    folder = ENSEMBLE_DIR / "fold0"
     if not (folder / "eval" / "per_slice.csv").is_file():
         pytest.skip("no fold0 member in this checkout")
     rows = training_records(folder, dev)
-    unseen = set(scored_ids(folder))
+    unseen = set(scored_ids(folder / "eval" / "per_slice.csv"))
     assert rows and unseen and not unseen & {r.id for r in rows}
     assert len(rows) + len(unseen) == len(csv_rows(dev / "index.csv"))  # every row on one side

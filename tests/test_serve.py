@@ -24,7 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from braintumor.app.views import MAX_UPLOAD_MB
-from braintumor.bundle import DEFAULT_MODEL_DIR, ModelCard, read_card, sha256, to_json
+from braintumor.bundle import CARD, DEFAULT_MODEL_DIR, SINGLE_MODEL_DIR, ModelCard, read_card, sha256, to_json
 from braintumor.errors import ScanError
 from braintumor.imageio import load_scan
 from braintumor.imageio.writers import MASK_KINDS
@@ -132,7 +132,7 @@ def test_nifti_upload_with_mask_nifti_gets_a_volume_like_the_upload(client, anal
 class Refusing:
     """An analyzer that must never be reached."""
 
-    card: ClassVar[ModelCard] = replace(read_card(DEFAULT_MODEL_DIR), name="refusing", files={})
+    card: ClassVar[ModelCard] = replace(read_card(SINGLE_MODEL_DIR), name="refusing", files={})
 
     def analyze(self, *args, **kwargs) -> Result:
         raise AssertionError("a mask the upload cannot have is refused before the analysis")
@@ -235,7 +235,7 @@ def test_a_stream_without_content_length_is_cut_off_while_reading(analyzer):
 class Blocking:
     """An analyzer that holds its slot until released, to fill the server."""
 
-    card: ClassVar[ModelCard] = replace(read_card(DEFAULT_MODEL_DIR), name="blocking", files={})
+    card: ClassVar[ModelCard] = replace(read_card(SINGLE_MODEL_DIR), name="blocking", files={})
 
     def __init__(self):
         self.started, self.release = threading.Event(), threading.Event()
@@ -264,8 +264,9 @@ def test_busy_server_without_a_queue_answers_503_with_retry_after():
 def test_health_model_and_docs(client, analyzer):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["model"] == analyzer.card.name
-    assert health["sha256"]["model.onnx"] == sha256(DEFAULT_MODEL_DIR / "model.onnx")
     assert health["sha256"] == {name: f.sha256 for name, f in analyzer.card.files.items()}
+    # the shipped ensemble: each member's card by checksum, and that card pins the member's files
+    assert health["members"] == {f.name: sha256(f / CARD) for f in analyzer.member_dirs} and len(health["members"]) > 1
     assert client.get("/model").json() == to_json(read_card(DEFAULT_MODEL_DIR))  # the card as read: migrated
     assert client.get("/docs").status_code == 200
     assert "/analyze" in client.get("/openapi.json").json()["paths"]

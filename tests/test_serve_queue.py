@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from braintumor.bundle import DEFAULT_MODEL_DIR, ModelCard, read_card
+from braintumor.bundle import SINGLE_MODEL_DIR, ModelCard, read_card
 from braintumor.cli import main
 from braintumor.inference import Result
 from braintumor.serve import api, create_app
@@ -33,7 +33,7 @@ from test_serve import blob, serve_args
 class Held:
     """An analyzer whose analyses wait until released, recording the order in which they start."""
 
-    card: ClassVar[ModelCard] = replace(read_card(DEFAULT_MODEL_DIR), name="held", files={})
+    card: ClassVar[ModelCard] = replace(read_card(SINGLE_MODEL_DIR), name="held", files={})
 
     def __init__(self):
         self.started: list[str] = []

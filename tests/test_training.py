@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
+from braintumor.bundle import SCHEMA_VERSION
 from braintumor.cli import main
 from braintumor.training.run import TrainConfig, train
 from conftest import csv_rows
@@ -27,7 +28,7 @@ def test_run_folder_is_complete(tiny_model):
     ]
     assert card["input"]["size"] == 32 and "intended_use" in card and "torch" in card["software"]
     assert card["training"]["split_recipe"] == {"folds": 4, "seed": 0, "val_fold": 0, "all_patients": False}
-    assert card["schema_version"] == 2 and card["postprocessing"] == {
+    assert card["schema_version"] == SCHEMA_VERSION and card["postprocessing"] == {
         "threshold": 0.5,
         "min_component_fraction": 0.0,
         "fill_holes": False,
@@ -113,15 +114,15 @@ def test_init_fine_tunes_at_another_size_and_guards_validation(tiny_model, tiny_
 
 
 @pytest.mark.slow
-def test_init_default_is_the_shipped_model(tiny_data, tmp_path):
-    from braintumor.bundle import DEFAULT_MODEL_DIR
+def test_init_default_is_the_single_shipped_network(tiny_data, tmp_path):
+    from braintumor.bundle import SINGLE_MODEL_DIR
 
     out = train(
         TrainConfig(
             data=tiny_data, out=tmp_path / "d", size=32, epochs=1, batch_size=4, folds=4, progress=False, init="default"
         )
     )
-    shipped = json.loads((DEFAULT_MODEL_DIR / "card.json").read_text())["files"]["model.safetensors"]["sha256"]
+    shipped = json.loads((SINGLE_MODEL_DIR / "card.json").read_text())["files"]["model.safetensors"]["sha256"]
     assert json.loads((out / "card.json").read_text())["training"]["initialised_from"]["weights_sha256"] == shipped
 
 

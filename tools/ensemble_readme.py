@@ -2,7 +2,7 @@
 
     python tools/ensemble_readme.py            # after 'braintumor cv --ensemble src/braintumor/assets/ensemble'
 
-tests/test_docs_links.py checks that the README holds exactly what this writes.
+tests/test_readme_cv.py checks that the README holds exactly what this writes.
 """
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ import re
 import sys
 from pathlib import Path
 
-from braintumor.bundle import is_model_folder
+from braintumor.bundle import ENSEMBLE_DIR, is_model_folder
 from braintumor.experiments.ensemble import readme_block
 
 ROOT = Path(__file__).resolve().parent.parent
-ENSEMBLE = ROOT / "src" / "braintumor" / "assets" / "ensemble"
 START, END = "<!-- ensemble-cv:start -->", "<!-- ensemble-cv:end -->"
 
 
 def block() -> str:
-    return readme_block(ENSEMBLE) if is_model_folder(ENSEMBLE) else "No member is committed yet.\n"
+    return readme_block(ENSEMBLE_DIR) if is_model_folder(ENSEMBLE_DIR) else "No member is committed yet.\n"
 
 
 def readme_with(text: str, inner: str) -> str:

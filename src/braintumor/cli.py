@@ -104,7 +104,12 @@ def _parser() -> argparse.ArgumentParser:
         "patients it did not train on (needs the 'train' extra for old folders)",
     )
     c.add_argument("--data", type=Path, required=True, help="the model's training dataset (its unseen fold is used)")
-    c.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    c.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="the single model folder to calibrate in place (an ensemble's temperature comes from 'cv --ensemble')",
+    )
 
     h = sub.add_parser(
         "shifts",

@@ -67,7 +67,8 @@ def analyzer() -> Analyzer:
 def explainer() -> Explainer:
     from braintumor.inference.explain import Explainer
 
-    return Explainer(analyzer().member_dirs[0])  # an ensemble's first member: Grad-CAM explains one network
+    model = analyzer()
+    return Explainer(model.model_dir, members=len(model.member_dirs))  # the networks the analyzer runs
 
 
 def _torch_available() -> bool:
@@ -86,7 +87,8 @@ def show(view: View, key: str, show_cam: bool) -> None:
     left, right = st.columns(2)
     left.image(view.original, caption="original", width="stretch")
     if show_cam:
-        cam_caption = f"Grad-CAM for '{r.label}'" + (" (first member)" if analyzer().is_ensemble else "")
+        members = len(analyzer().member_dirs)
+        cam_caption = f"Grad-CAM for '{r.label}'" + (f" (mean of {members} members)" if members > 1 else "")
         right.image(gradcam_image(explainer(), view), caption=cam_caption, width="stretch")
     elif view.comparison:
         right.image(view.outlines, caption=OUTLINES_CAPTION, width="stretch", output_format="PNG")  # crisp colours

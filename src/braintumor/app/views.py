@@ -266,8 +266,9 @@ def analyze_example(analyzer: Analyzer, example: Example) -> View:
 
 
 def gradcam_image(explainer: Explainer, view: View) -> Image.Image:
-    scan = view.analysed[1]
-    return heatmap(scan.pixels, explainer.explain(scan))
+    result, scan, _ = view.analysed
+    label = result.label  # the reported type, explained by every network (an ensemble's mean map)
+    return heatmap(scan.pixels, explainer.explain(scan, None if label is None else explainer.card.classes.index(label)))
 
 
 def results_csv(views: list[View]) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from braintumor.preprocessing import PREPROCESSING
 
 #: the card format this code writes; older cards are converted on reading (``bundle.migrate``)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: ``architecture`` of a folder whose members are whole model folders (``members``)
 ENSEMBLE = "ensemble"
 
@@ -120,6 +120,17 @@ class Member:
 
 
 @dataclass(frozen=True)
+class Quantization:
+    """How the ONNX graph was made integer (a card without it: float32 arithmetic)."""
+
+    activations: str
+    weights: str
+    calibration: str
+    kept_float: tuple[str, ...] = ()
+    tool: str = ""
+
+
+@dataclass(frozen=True)
 class FileEntry:
     sha256: str
     bytes: int
@@ -141,6 +152,7 @@ class ModelCard:
     members: tuple[Member, ...] = ()
     software: dict[str, str] = field(default_factory=dict)
     intended_use: str = ""
+    quantization: Quantization | None = None
     files: dict[str, FileEntry] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

@@ -23,7 +23,14 @@ from braintumor.errors import ModelFolderError
 CARD, WEIGHTS, ONNX, OOD = "card.json", "model.safetensors", "model.onnx", "ood.safetensors"
 #: the files a card pins by checksum
 MODEL_FILES = (WEIGHTS, ONNX, OOD)
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+#: the 5-fold ensemble: its card, and one sub-folder per member (each fold's model and its out-of-fold evaluation)
+ENSEMBLE_DIR = ASSETS / "ensemble"
+#: the single network shipped before the ensemble (measured on the maintainers' unseen patients); the fine-tuning
+#: start of ``train --init default``
+SINGLE_MODEL_DIR = ASSETS / "single_model"
+#: what runs when no model is named: the ensemble, because its ship rule holds (tests/test_ensemble.py checks)
+DEFAULT_MODEL_DIR = ENSEMBLE_DIR
 
 C = TypeVar("C")
 

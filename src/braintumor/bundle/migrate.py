@@ -3,7 +3,7 @@
 Version 1 (no ``schema_version``): a top-level ``mask_threshold`` beside or instead of ``postprocessing``; prose
 copies of the code (``spacing_convention``, the preprocessing sentence, ``optimisation``,
 ``augmentation``); ``best_epoch``/``history`` in the shipped card where later runs wrote ``kept_epoch``/``kept``;
-unsalted ``train_groups_sha256`` keys in the oldest cards.
+unsalted ``train_groups_sha256`` keys in the oldest cards.  Version 2: float graphs only, no ``quantization``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def migrate(raw: dict[str, Any]) -> dict[str, Any]:
     card = copy.deepcopy(raw)
     if version == 1:
         card = _from_v1(card)
+    card["schema_version"] = SCHEMA_VERSION  # 2 → 3 added the optional ``quantization`` block: nothing to convert
     return card
 
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from braintumor.bundle import DEFAULT_MODEL_DIR, read_card, write_card
+from braintumor.bundle import ModelFolderError, read_card, write_card
 
 if TYPE_CHECKING:
     from braintumor.inference import Analyzer
@@ -34,7 +34,12 @@ def _with_features(model_dir: Path) -> Analyzer:
 def run(args: argparse.Namespace) -> int:
     from braintumor.experiments.calibration_fit import calibrate, store
 
-    model_dir = Path(args.model or DEFAULT_MODEL_DIR)
+    model_dir = Path(args.model)
+    if read_card(model_dir).members:
+        raise ModelFolderError(
+            str(model_dir),
+            "an ensemble is calibrated on its members' out-of-fold outputs by 'braintumor cv --ensemble', not here",
+        )
     # fitted on the raw network, never on an earlier calibration
     write_card(model_dir, replace(read_card(model_dir), calibration=None))
     analyzer = _with_features(model_dir)

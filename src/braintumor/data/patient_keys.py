@@ -53,7 +53,7 @@ class KeyParams:
     p: int = SCRYPT_P
     dklen: int = SCRYPT_DKLEN
 
-    def as_card(self) -> dict:
+    def as_card(self) -> dict[str, Any]:
         return {"kdf": KDF, "n": self.n, "r": self.r, "p": self.p, "dklen": self.dklen, "salt": self.salt.hex()}
 
 
@@ -64,7 +64,7 @@ class KeyBlock:
     params: KeyParams
     keys: frozenset[str]
 
-    def as_card(self) -> dict:
+    def as_card(self) -> dict[str, Any]:
         return {**self.params.as_card(), "keys": sorted(self.keys)}
 
 
@@ -97,7 +97,7 @@ def group_keys(records: list[Record], params: KeyParams) -> dict[str, str]:
         return dict(zip(groups, pool.map(lambda g: group_key(g, params), groups), strict=True))
 
 
-def key_block(records: list[Record], params: KeyParams | None = None) -> dict:
+def key_block(records: list[Record], params: KeyParams | None = None) -> dict[str, Any]:
     """The card entry for the groups of ``records``: parameters, salt and sorted keys; never a raw id."""
     params = params or new_key_params()
     return KeyBlock(params, frozenset(group_keys(records, params).values())).as_card()

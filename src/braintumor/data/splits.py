@@ -35,7 +35,7 @@ def patient_kfold(records: list[Record], k: int = 5, seed: int = 0) -> list[int]
     order = sorted(groups)
     random.Random(seed).shuffle(order)
     order.sort(key=lambda g: -len(groups[g]))  # big patients first, ties in seeded order
-    per_fold_class: list[Counter] = [Counter() for _ in range(k)]
+    per_fold_class: list[Counter[str]] = [Counter() for _ in range(k)]
     per_fold: list[int] = [0] * k
     fold_of = [0] * len(records)
     for g in order:

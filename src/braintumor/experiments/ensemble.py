@@ -35,6 +35,7 @@ from braintumor.evaluation import metrics as M
 from braintumor.evaluation.evaluate import SliceOutcome, evaluate, summarise
 from braintumor.evaluation.report import write_report
 from braintumor.experiments.calibration_fit import fit_temperature
+from braintumor.experiments.quantization import make_int8
 from braintumor.inference.calibration import apply_temperature
 from braintumor.training.config import TrainConfig, plan_folds
 from braintumor.training.run import train
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 #: a member's committed evaluation: figures and one row per slice, no images and no patient ids
 EVAL = "eval"
 SLICES = "per_slice.csv"
+#: the same rows from the member's float graph, before it was made int8
+FLOAT_SLICES = "per_slice.float.csv"
 SLICE_FIELDS = [
     "id",
     "group",
@@ -76,7 +79,13 @@ def train_fold(base: TrainConfig, fold: int, ensemble: Path, n_boot: int = 1000)
     if is_member(ensemble, name):
         check_member_split(records, member, read_card(member))
         log.info("%s: already a member, its split agrees with today's; not trained again", member)
-        if read_card(member).calibration is None:  # a member made before members had their own
+        if read_card(member).quantization is None:  # a member made before members were int8
+            if not (member / EVAL / FLOAT_SLICES).is_file():
+                (member / EVAL / SLICES).rename(member / EVAL / FLOAT_SLICES)
+            make_int8(member, base.data)
+            score_member(member, base.data, n_boot, base.progress)
+            add_member(ensemble, name)
+        if read_card(member).calibration is None:  # made before members had their own, or just made int8
             fit_member_ood(ensemble, name, base.data, base.progress)
         return member
     shutil.rmtree(member, ignore_errors=True)  # a member left half-made by a stopped run: made again
@@ -84,16 +93,32 @@ def train_fold(base: TrainConfig, fold: int, ensemble: Path, n_boot: int = 1000)
     if not is_model_folder(cfg.out):
         train(replace(cfg, resume=(cfg.out / "checkpoints" / "last.ckpt").is_file()))
     export_member(cfg.out, member, {"member": f"{name} of a {base.folds}-fold ensemble: {cfg.command}"})
-    analyzer = Analyzer(member)  # what ships is what is scored: the float16 member
-    outcomes, described = evaluate(base.data, analyzer, split="unseen", progress=base.progress)
-    report = summarise(outcomes, n_boot=n_boot)
-    write_report(report, outcomes, cfg.out / EVAL, described, *analyzer.described)  # with plots, not committed
+    float_rows, _ = evaluate(base.data, Analyzer(member), split="unseen", progress=base.progress)
     (member / EVAL).mkdir(exist_ok=True)
-    (member / EVAL / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_slices(outcomes, member / EVAL / SLICES)
+    write_slices(float_rows, member / EVAL / FLOAT_SLICES)  # what quantization is measured against
+    make_int8(member, base.data)
+    score_member(member, base.data, n_boot, base.progress, cfg.out / EVAL)
     add_member(ensemble, name)  # a member from here on: a stop below leaves only its out-of-distribution model to fit
     fit_member_ood(ensemble, name, base.data, base.progress)
     return member
+
+
+def score_member(
+    member: Path, data: str | Path, n_boot: int, progress: bool, report_dir: Path | None = None
+) -> list[SliceOutcome]:
+    """Score the member as it ships (its int8 graph) on its unseen patients: ``eval/report.json`` and the rows
+    ``eval/per_slice.csv`` the CV table is made of (and the full report with plots in ``report_dir``, if given)."""
+    from braintumor.inference import Analyzer
+
+    analyzer = Analyzer(member)
+    outcomes, described = evaluate(data, analyzer, split="unseen", progress=progress)
+    report = summarise(outcomes, n_boot=n_boot)
+    if report_dir is not None:
+        write_report(report, outcomes, report_dir, described, *analyzer.described)  # with plots, not committed
+    (member / EVAL).mkdir(exist_ok=True)
+    (member / EVAL / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_slices(outcomes, member / EVAL / SLICES)
+    return outcomes
 
 
 def fit_member_ood(ensemble: Path, name: str, data: str | Path, progress: bool = True) -> None:
@@ -346,17 +371,46 @@ def ship_rule(figures: dict[str, Any]) -> tuple[bool, str]:
         failed.append(f"pooled mean Dice {cell(pooled['dice_mean'])} < {SHIP_DICE}")
     rule = (
         f"Ship rule: all {SHIP_FOLDS} folds, pooled tumor-type accuracy ≥ {SHIP_TUMOR_TYPE} and mean Dice ≥ "
-        f"{SHIP_DICE} (the shipped model's figures on unseen patients)"
+        f"{SHIP_DICE} (the single network's figures on unseen patients)"
     )
     if failed:
-        return False, f"{rule}: not met ({'; '.join(failed)}), so the shipped model stays the default."
-    return True, f"{rule}: met; the ensemble may become the default."
+        return False, f"{rule}: not met ({'; '.join(failed)}), so the single network stays the default."
+    return True, f"{rule}: met, so the ensemble is the default (`--members 1` runs its first member alone)."
+
+
+#: the most the int8 graphs may lose against the float ones, pooled out of fold (the ensemble issue's limit)
+INT8_DICE_LIMIT = 0.005
+
+
+def quantization_figures(ensemble: Path) -> dict[str, dict[str, Any]] | None:
+    """Pooled out-of-fold figures of the members' float graphs and of their int8 graphs (what runs), on the same
+    slices; None unless every member has both rows."""
+    folders = [(m.name, Path(ensemble) / m.name / EVAL) for m in read_card(ensemble).members]
+    if not folders or not all((f / FLOAT_SLICES).is_file() for _, f in folders):
+        return None
+    return {
+        kind: _pick(summarise([o for name, f in folders for o in read_slices(f / rows, name)], n_boot=0))
+        for kind, rows in (("float", FLOAT_SLICES), ("int8", SLICES))
+    }
+
+
+def quantization_sentence(figures: dict[str, dict[str, Any]]) -> str:
+    f, q = figures["float"], figures["int8"]
+    return (
+        f"The members run as int8 graphs (uint8 activations, 7-bit per-channel weights); the rows above are theirs. "
+        f"Their float graphs on the same slices: tumor type {cell(f['tumor_type_accuracy'])}, Dice "
+        f"{cell(f['dice_mean'])}, glioma Dice {cell(f['dice_glioma'])} (int8 − float Dice "
+        f"{q['dice_mean'] - f['dice_mean']:+.4f}; limit −{INT8_DICE_LIMIT})."
+    )
 
 
 def readme_block(ensemble: Path) -> str:
-    """What the README shows between its ensemble-cv markers: the table and the ship rule's verdict."""
+    """What the README shows between its ensemble-cv markers: the table, how int8 compares with float, and the ship
+    rule's verdict."""
     figures = cv_figures(ensemble)
-    return cv_markdown(figures) + "\n" + ship_rule(figures)[1] + "\n"
+    quantized = quantization_figures(ensemble)
+    int8 = "" if quantized is None else "\n" + quantization_sentence(quantized) + "\n"
+    return cv_markdown(figures) + int8 + "\n" + ship_rule(figures)[1] + "\n"
 
 
 def cell(value: Any) -> str:

@@ -1,23 +1,26 @@
-"""INT8 ensemble members, measured: a member's graph statically quantized with ONNX Runtime (QDQ, per-channel int8
-weights, int8 activations calibrated on the member's own training slices), compared with the float member on the
-member's unseen slices through the evaluation that wrote its ``eval/per_slice.csv``, and timed against it.
+"""INT8 ensemble members: a member's graph statically quantized with ONNX Runtime (QDQ, per-channel int8 weights,
+activations calibrated on the member's own training slices).
 
-An experiment, not a shipping path: the int8 graph is written to a folder of the caller's (``model.int8.onnx``), no
-card pins it, and nothing at inference loads it. Results: "INT8 members" in ``docs/experiments.md``.
+``make_int8`` is the shipping path: it replaces a member's float graph by its int8 graph (uint8 activations, 7-bit
+weights, which x86 CPUs without VNNI multiply without saturating) and records how in the card; the member is then
+scored again (``experiments.ensemble``). The rest measures an int8 graph against the float member: latency, the
+largest differences, the out-of-fold figures. Results: "INT8 members" in ``docs/experiments.md``.
 """
 
 from __future__ import annotations
 
 import csv
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from braintumor.bundle import ONNX, read_card, verified_file
+from braintumor.bundle import ONNX, ModelCard, Quantization, read_card, verified_file, write_card
 from braintumor.data import Record, load_record, read_manifest
 from braintumor.data.patient_keys import trained_groups
 from braintumor.data.splits import group_of
@@ -69,15 +72,15 @@ def training_records(member_dir: str | Path, data: str | Path | None = None) -> 
     assert card.training is not None, "a member says how it trained"
     records = read_manifest(data or card.training.data)
     trained = trained_groups(records, [card.training])
-    unseen = set(scored_ids(member_dir))
+    unseen = {i for rows in sorted((Path(member_dir) / "eval").glob("*.csv")) for i in scored_ids(rows)}
     rows = [r for r in records if group_of(r) in trained]
-    assert not unseen & {r.id for r in rows}, "a training row is in the member's eval/per_slice.csv"
+    assert not unseen & {r.id for r in rows}, "a training row is in the member's out-of-fold rows (eval/*.csv)"
     return rows
 
 
-def scored_ids(member_dir: str | Path) -> list[str]:
-    """The slice ids of the member's committed out-of-fold evaluation."""
-    with open(Path(member_dir) / "eval" / "per_slice.csv", newline="") as f:
+def scored_ids(rows: str | Path) -> list[str]:
+    """The slice ids of a member's committed out-of-fold rows (``eval/per_slice.csv``)."""
+    with open(rows, newline="") as f:
         return [row["id"] for row in csv.DictReader(f)]
 
 
@@ -93,15 +96,17 @@ def quantize_member(
     out_dir: str | Path,
     calibration_images: np.ndarray,
     activation_type: str = "QInt8",
+    reduce_range: bool = False,
 ) -> Path:
     """``out_dir/model.int8.onnx``: the member's graph (float32 again), shape-inferred and pre-optimised, statically
     quantized in QDQ format, weights int8 per output channel, activations ``activation_type`` (QInt8 or QUInt8),
-    MinMax ranges over ``calibration_images`` (``(N, 1, size, size)``, one image per calibration batch)."""
+    MinMax ranges over ``calibration_images`` (``(N, 1, size, size)``, one image per calibration batch).
+    ``reduce_range``: 7-bit weights, which x86 CPUs without VNNI need to multiply uint8 by int8 without saturating."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no type information: an Any base
         def __init__(self, images: Iterable[np.ndarray]) -> None:
             self.batches = iter([{"image": x[None].astype(np.float32)} for x in images])
 
@@ -126,8 +131,35 @@ def quantize_member(
             per_channel=True,
             activation_type=getattr(QuantType, activation_type),
             weight_type=QuantType.QInt8,
+            reduce_range=reduce_range,
         )
     return out
+
+
+#: what ships: uint8 activations and 7-bit int8 weights, MinMax ranges over this many training slices (seed 0)
+SHIPPED_ACTIVATIONS, SHIPPED_REDUCE_RANGE, CALIBRATION_SLICES = "QUInt8", True, 96
+
+
+def make_int8(member_dir: str | Path, data: str | Path | None = None) -> ModelCard:
+    """Replace the member's float graph (``model.onnx``) by its int8 graph, calibrated on ``CALIBRATION_SLICES`` of
+    its own training patients, and write the card: ``quantization`` says how; ``calibration`` is dropped, since the
+    out-of-distribution model was fitted on the float graph's features (fit it again)."""
+    import onnxruntime
+
+    member_dir = Path(member_dir)
+    card = read_card(member_dir)
+    slices = preprocessed_slices(training_records(member_dir, data), card.input.size, CALIBRATION_SLICES)
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = quantize_member(member_dir, tmp, slices, SHIPPED_ACTIVATIONS, reduce_range=SHIPPED_REDUCE_RANGE)
+        shutil.move(graph, member_dir / ONNX)
+    quantization = Quantization(
+        activations="uint8, per tensor",
+        weights="int8 per output channel, 7-bit range",
+        calibration=f"MinMax over {len(slices)} slices of the member's training patients (seed 0)",
+        kept_float=KEPT_FLOAT,
+        tool=f"onnxruntime {onnxruntime.__version__} quantize_static, QDQ",
+    )
+    return write_card(member_dir, replace(card, calibration=None, quantization=quantization))
 
 
 def session(path: str | Path, threads: int = 2) -> ort.InferenceSession:
@@ -210,8 +242,8 @@ def compare_member(
     runs: int = 60,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Quantize one member (once per activation type, into ``out_dir/<type>``) and measure each int8 graph against
-    the float member: latency at batch 1 and 8 (interleaved), the largest probability differences on 8 unseen
+    """Quantize one float member (one exported by ``export_member``, before ``make_int8``; once per activation type,
+    into ``out_dir/<type>``) and measure each int8 graph against the float member: latency at batch 1 and 8 (interleaved), the largest probability differences on 8 unseen
     slices, and the out-of-fold figures through ``evaluate`` (the float ones must equal the committed ones)."""
     from braintumor.evaluation.evaluate import evaluate
     from braintumor.inference import Analyzer
@@ -224,7 +256,7 @@ def compare_member(
     for kind in activation_types:
         graphs[kind] = quantize_member(member_dir, out_dir / kind, calibration, activation_type=kind)
     sessions = {k: session(p) for k, p in graphs.items()}
-    ids = scored_ids(member_dir)
+    ids = scored_ids(member_dir / "eval" / "per_slice.csv")
     unseen = [r for r in read_manifest(card.training.data) if r.id in set(ids)]
     probe = preprocessed_slices(unseen, card.input.size, n=8, seed=1)  # unseen slices, for timing and differences
     result: dict[str, Any] = {

@@ -13,7 +13,7 @@ from braintumor.errors import ScanError
 from braintumor.imageio.limits import MAX_FILE_BYTES, check_size
 from braintumor.imageio.scan import Scan
 
-Source = str | os.PathLike | bytes
+Source = str | os.PathLike[str] | bytes
 Reader = Callable[[bytes, str, int | None], Scan]
 
 # suffix → format name; the reader for each format is imported lazily (pydicom, nibabel, h5py are slow)

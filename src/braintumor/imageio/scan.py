@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -48,7 +48,8 @@ class Scan:
     n_slices: int = 1  # slices/frames in the file (NIfTI volume, multi-frame DICOM)
     slice_index: int = 0
     mask: np.ndarray | None = None  # expert mask carried by the file (Figshare .mat)
-    meta: dict = field(default_factory=dict)  # non-identifying facts (format's display name, label, patient id…)
+    # non-identifying facts (format's display name, label, patient id…)
+    meta: dict[str, Any] = field(default_factory=dict)
     format: str | None = None
     source: DicomSource | NiftiSource | None = None
 

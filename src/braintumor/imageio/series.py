@@ -56,7 +56,7 @@ _TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}
 T = TypeVar("T")
 
 #: A file for ``read_series``: a path, or ``(name, bytes)`` as an upload gives it (the name picks the format).
-Item = str | os.PathLike | tuple[str, bytes]
+Item = str | os.PathLike[str] | tuple[str, bytes]
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,7 +117,8 @@ class Volume:
         if self.affine is None:
             return None
         axes = self.affine[:3, :3]
-        return axes / np.linalg.norm(axes, axis=0)
+        unit: np.ndarray = axes / np.linalg.norm(axes, axis=0)
+        return unit
 
     def array(self) -> np.ndarray:
         """The slices stacked as one ``(slices, rows, cols)`` float32 array (a copy)."""
@@ -136,7 +137,7 @@ class _Slice(NamedTuple):
     spacing: tuple[float, float] | None
 
 
-def read_volume(source: str | os.PathLike | bytes, name: str | None = None) -> Volume:
+def read_volume(source: str | os.PathLike[str] | bytes, name: str | None = None) -> Volume:
     """One file as a ``Volume``: a 2-D or 3-D NIfTI, or a DICOM file (all the frames of a multi-frame one, placed
     by their per-frame positions).  Bytes need their file ``name`` (it picks the format).  Any problem raises
     ``ScanError``."""
@@ -410,7 +411,8 @@ def _cosines(name: str, value: Any) -> np.ndarray:
     norms = np.linalg.norm(numbers, axis=1)
     if not (np.all(np.abs(norms - 1) < 0.01) and abs(float(numbers[0] @ numbers[1])) < 0.01):
         raise ScanError(name, f"ImageOrientationPatient {list(numbers.ravel())} is not two orthogonal unit vectors")
-    return (numbers / norms[:, None]).ravel()
+    cosines: np.ndarray = (numbers / norms[:, None]).ravel()
+    return cosines
 
 
 def _assemble(series_uid: str, slices: list[_Slice]) -> Volume:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -73,7 +73,7 @@ class Result:
 
         return [c - 1 for c in find_contours(np.pad(self.mask, 1).astype(np.float32), 0.5)]
 
-    def row(self) -> dict:
+    def row(self) -> dict[str, Any]:
         """The flat record written to results.csv and printed by ``--json`` (same fields)."""
         p = self.probabilities
         return {

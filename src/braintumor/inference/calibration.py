@@ -18,7 +18,8 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
     logits -= logits.max(axis=-1, keepdims=True)
     out = np.exp(logits)
-    return out / out.sum(axis=-1, keepdims=True)
+    softened: np.ndarray = out / out.sum(axis=-1, keepdims=True)
+    return softened
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class FeatureModel:
         """Root mean squared whitened distance to the nearest class mean: about 1 for typical training images."""
         z = (np.asarray(features, np.float64) - self.center) / self.scale
         projected = (z[:, None, :] - self.means[None]) @ self.components.T  # (N, C, K)
-        return np.sqrt((projected**2 / self.variances).mean(axis=-1)).min(axis=1)
+        distance: np.ndarray = np.sqrt((projected**2 / self.variances).mean(axis=-1)).min(axis=1)
+        return distance
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {

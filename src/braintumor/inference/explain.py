@@ -1,6 +1,7 @@
 """Grad-CAM of the classifier's decision (MONAI's implementation), mapped back onto the slice.
 
-Needs torch (the 'train' extra): load once with ``Explainer(model_dir)``, then ``explain(scan)``.
+Needs torch (the 'train' extra): load once with ``Explainer(model_dir)`` (a model or an ensemble folder), then
+``explain(scan)``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from monai.visualize import GradCAM
 from torch import nn
 
+from braintumor.bundle import member_dirs, read_card
 from braintumor.imageio import Scan
 from braintumor.inference.export import load_torch_model
 from braintumor.preprocessing import output_to_image, to_model_input
@@ -24,21 +26,33 @@ class _ClassLogits(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)[1]
+        logits: torch.Tensor = self.net(x)[1]  # (mask, logits)
+        return logits
 
 
 class Explainer:
-    """Grad-CAM on the deepest encoder stage (the features the class head pools)."""
+    """Grad-CAM on the deepest encoder stage (the features the class head pools); for an ensemble, the mean of its
+    members' maps for one class, so the map explains the type the ensemble reports."""
 
-    def __init__(self, model_dir: str | Path, target_layer: str = "net.down_4"):
-        net, self.card = load_torch_model(model_dir)
+    def __init__(self, model_dir: str | Path, members: int | None = None, target_layer: str = "net.down_4"):
+        self.card = read_card(model_dir)
+        folders = member_dirs(model_dir, self.card)[:members] if self.card.members else [Path(model_dir)]
         self.size = self.card.input.size
-        self.cam = GradCAM(nn_module=_ClassLogits(net).eval(), target_layers=target_layer)
+        self.cams = [
+            GradCAM(nn_module=_ClassLogits(load_torch_model(f)[0]).eval(), target_layers=target_layer) for f in folders
+        ]
         self._lock = threading.Lock()  # hooks keep per-call state: one explanation at a time
 
     def explain(self, scan: Scan, class_index: int | None = None) -> np.ndarray:
-        """Heat map in [0, 1] at the slice's own size for ``class_index`` (default: the predicted class)."""
+        """Heat map in [0, 1] at the slice's own size for ``class_index`` (default: the class the networks' mean
+        probability ranks first)."""
         x, geometry = to_model_input(scan.pixels, self.size)
+        batch = torch.from_numpy(x)[None, None]
         with self._lock:
-            cam = self.cam(torch.from_numpy(x)[None, None], class_idx=class_index)
-        return np.clip(output_to_image(cam[0, 0].detach().numpy(), geometry), 0, 1)
+            if class_index is None:
+                with torch.inference_mode():
+                    probs = [cam.nn_module.model(batch).softmax(1) for cam in self.cams]  # no backward
+                class_index = int(torch.stack(probs).mean(0).argmax(1)[0])
+            maps = [cam(batch, class_idx=class_index)[0, 0].detach().numpy() for cam in self.cams]
+        heat: np.ndarray = np.clip(output_to_image(np.mean(maps, axis=0), geometry), 0, 1)
+        return heat

@@ -26,7 +26,8 @@ def keep_components(mask: np.ndarray, min_fraction: float) -> np.ndarray:
     sizes[0] = 0  # background
     keep = sizes >= min_fraction * sizes.max()
     keep[0] = False
-    return keep[labels].astype(np.uint8)
+    kept: np.ndarray = keep[labels].astype(np.uint8)
+    return kept
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:

@@ -21,7 +21,8 @@ def display_gray(pixels: np.ndarray) -> np.ndarray:
     sample = pixels[::2, ::2] if min(pixels.shape) >= 64 else pixels
     lo, hi = np.percentile(sample, [0.5, 99.5])
     scale = 255.0 / max(float(hi - lo), 1e-6)
-    return np.clip((pixels - lo) * scale, 0, 255).astype(np.uint8)
+    gray: np.ndarray = np.clip((pixels - lo) * scale, 0, 255).astype(np.uint8)
+    return gray
 
 
 def boundary(mask: np.ndarray, width: int = 1) -> np.ndarray:
@@ -30,7 +31,8 @@ def boundary(mask: np.ndarray, width: int = 1) -> np.ndarray:
     for _ in range(width):
         padded = np.pad(inner, 1)
         inner = inner & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return mask.astype(bool) & ~inner
+    edge: np.ndarray = mask.astype(bool) & ~inner
+    return edge
 
 
 #: Expert and predicted outlines where both are drawn (the page, the gallery): Okabe–Ito blue and orange, a pair

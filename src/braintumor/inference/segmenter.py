@@ -36,7 +36,8 @@ class Segmenter(OnnxModel):
 
     def network(self, batch: np.ndarray) -> np.ndarray:
         """The graph's mask probabilities for a ``(N, 1, size, size)`` batch."""
-        return self.session.run(None, {"image": batch})[0]
+        mask_prob: np.ndarray = self.session.run(None, {"image": batch})[0]
+        return mask_prob
 
     def analyze_scans(self, scans: list[Scan], spacing_mm: SpacingArg = None) -> list[Result]:
         """One network run for a batch of scans."""

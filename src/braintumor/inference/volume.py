@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -75,7 +75,7 @@ class VolumeResult:
         n = self.n_slices
         return [*self.warnings, *(f"{w} ({k} of {n} slices)" for w, k in self.slice_warnings.items())]
 
-    def row(self) -> dict:
+    def row(self) -> dict[str, Any]:
         """The flat record for ``--json``, volumes.csv and the API (as ``Result.row`` for a slice).  Slices are
         numbered from 1, as viewers number them: ``largest_slice``, ``tumor_slices``, and ``gaps`` (a gap after
         slice k, before k + 1)."""
@@ -106,7 +106,7 @@ class VolumeResult:
         assert len(masks) == self.n_slices, "every slice of a measured volume was analysed"
         return masks
 
-    def slice_rows(self) -> list[dict]:
+    def slice_rows(self) -> list[dict[str, Any]]:
         """Each slice's ``Result.row()`` with its number in the volume (from 1)."""
         return [{"slice": i + 1, **r.row()} for i, r in enumerate(self.results)]
 

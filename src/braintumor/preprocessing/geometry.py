@@ -57,7 +57,8 @@ def square_resize(pixels: np.ndarray, size: int) -> tuple[np.ndarray, Geometry]:
 def scale_intensity(pixels: np.ndarray) -> np.ndarray:
     """The [p0, p99.9] intensity range → [0, 1], clipped: any linear rescaling of a scan gives the same input."""
     lo, hi = np.percentile(pixels, [LOW_PERCENTILE, HIGH_PERCENTILE])
-    return np.clip((pixels - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).astype(np.float32)
+    scaled: np.ndarray = np.clip((pixels - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).astype(np.float32)
+    return scaled
 
 
 def mask_to_input(mask: np.ndarray, size: int) -> np.ndarray:

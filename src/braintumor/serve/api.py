@@ -22,7 +22,7 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -132,7 +132,7 @@ class Gate:
         self.held = 0  # body bytes received by requests that have not ended
         self.waiters: deque[asyncio.Future[None]] = deque()
 
-    def load(self) -> dict:
+    def load(self) -> dict[str, Any]:
         """What ``/health`` reports."""
         return {
             "running": self.busy,
@@ -307,7 +307,7 @@ VOLUME_MASK_HELP = (
     "uploads).  A mask the upload cannot have is a 422."
 )
 #: The refusals every analysis route shares (OpenAPI ``responses``); each route adds its own 422.
-REFUSALS: dict[int | str, dict] = {
+REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"description": "the server has a token and the request lacks it (`Authorization: Bearer …`)"},
     413: {"description": "upload over the size limit"},
     503: {
@@ -328,7 +328,9 @@ def check_mask_kind(kind: str | None, fmt: str | None, name: str) -> None:
         raise ScanError(name, f"mask={kind} needs a {needs} upload; this is a {format_name(fmt)}")
 
 
-def analyze_bytes(analyzer: Analyzer, data: bytes, name: str, spacing_mm: float | None, mask: str | None) -> dict:
+def analyze_bytes(
+    analyzer: Analyzer, data: bytes, name: str, spacing_mm: float | None, mask: str | None
+) -> dict[str, Any]:
     """One ``analyze --json`` line for an upload, with ``mask_<kind>`` when ``mask`` asks (runs in a worker thread).
     Raises ``ScanError`` for an unreadable upload and for a mask it cannot have."""
     scan = load_scan(data, name=name)
@@ -363,7 +365,7 @@ def one_volume(volumes: list[Volume], files: list[tuple[str, bytes]]) -> Volume:
 
 def analyze_volume_bytes(
     analyzer: Analyzer, files: list[tuple[str, bytes]], spacing_mm: float | None, mask: str | None
-) -> dict:
+) -> dict[str, Any]:
     """``analyze --json``'s line for one whole scan (its volume row and ``slice_results``), with ``mask_<kind>``
     when ``mask`` asks (runs in a worker thread).  Raises ``ScanError`` for an unreadable upload, several series,
     and a mask it cannot have."""
@@ -381,7 +383,7 @@ def analyze_volume_bytes(
     return row
 
 
-async def analysed(work: Callable[..., dict], *args: object) -> dict:
+async def analysed(work: Callable[..., dict[str, Any]], *args: object) -> dict[str, Any]:
     """``work(*args)`` in a worker thread; a ``ScanError`` becomes the 422, one line."""
     try:
         return await run_in_threadpool(work, *args)
@@ -447,7 +449,7 @@ def create_app(
         file: UploadFile = File(description="one slice: PNG, JPEG, TIFF, BMP, DICOM, NIfTI, .mat"),
         spacing_mm: Spacing = None,
         mask: Literal["png", "seg", "nifti"] | None = Query(None, description=MASK_HELP),
-    ) -> dict:
+    ) -> dict[str, Any]:
         """The JSON object one line of ``braintumor analyze --json`` prints; with ``mask``, plus the mask as a
         base64 string: ``mask_png`` (PNG, 0/255), ``mask_seg`` (DICOM SEG file of a DICOM upload) or
         ``mask_nifti`` (``.nii.gz`` of a NIfTI upload), the same files ``analyze --out`` writes.  Waits for an
@@ -475,7 +477,7 @@ def create_app(
         ),
         spacing_mm: Spacing = None,
         mask: Literal["seg", "nifti"] | None = Query(None, description=VOLUME_MASK_HELP),
-    ) -> dict:
+    ) -> dict[str, Any]:
         """The JSON object ``braintumor analyze --json`` prints for a whole scan: type and confidence (the tumor
         slices' probabilities weighted by their tumor area), `volume_cm3`, the two diameters on the largest slice,
         `tumor_slices` (numbered from 1), warnings, and `slice_results`, each slice's `/analyze` object with its
@@ -487,15 +489,18 @@ def create_app(
             return await analysed(analyze_volume_bytes, analyzer, uploads, spacing_mm, mask)
 
     @app.get("/health")
-    async def health() -> dict:
-        """Up, with the model it answers with (its name and the SHA-256 of each model file its card lists) and the
-        load: analyses running and waiting, slots, queue length, upload memory held.  Never needs the token."""
+    async def health() -> dict[str, Any]:
+        """Up, with the model it answers with (its name, the SHA-256 of each model file its card lists and, for an
+        ensemble, of each member's card, which pins that member's files) and the load: analyses running and
+        waiting, slots, queue length, upload memory held.  Never needs the token."""
         files = {name: entry.sha256 for name, entry in card.files.items()}
-        return {"status": "ok", "model": card.name, "sha256": files, "load": gate.load()}
+        members = {m.name: m.card_sha256 for m in card.members}
+        return {"status": "ok", "model": card.name, "sha256": files, "members": members, "load": gate.load()}
 
     @app.get("/model")
-    async def model() -> dict:
+    async def model() -> dict[str, Any]:
         """The model card: training data and split, validation scores, calibration, files (no patient ids)."""
-        return to_json(card)
+        body: dict[str, Any] = to_json(card)  # a card is a dataclass: a JSON object
+        return body
 
     return app

@@ -47,9 +47,9 @@ class TrainConfig:
     pretrained: bool = _opt("ImageNet weights (inception_v3; needs timm + download)", False)
     resume: bool = _opt("continue from OUT/checkpoints/last.ckpt", False, scope="train")
     init: Path | None = _opt(
-        "start from this model folder's weights ('default': the shipped model), e.g. to fine-tune on your data or "
-        "at a larger --size; for cv, a CV folder continues its recipe (each fold from the same fold's model, the "
-        "final model from its final/)",
+        "start from this model folder's weights ('default': the single shipped network, not the ensemble), e.g. "
+        "to fine-tune on your data or at a larger --size; for cv, a CV folder continues its recipe (each fold from "
+        "the same fold's model, the final model from its final/)",
         None,
     )
     num_workers: int = _opt("data loader processes", 0, flag="--workers")

@@ -95,9 +95,9 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def _init_dir(init: Path) -> Path:
-    from braintumor.bundle import DEFAULT_MODEL_DIR
+    from braintumor.bundle import SINGLE_MODEL_DIR
 
-    return DEFAULT_MODEL_DIR if str(init) == "default" else init
+    return SINGLE_MODEL_DIR if str(init) == "default" else init
 
 
 def initialise(net: nn.Module, cfg: TrainConfig, val_records: list[Record]) -> None:
