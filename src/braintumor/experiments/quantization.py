@@ -243,8 +243,9 @@ def compare_member(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Quantize one float member (one exported by ``export_member``, before ``make_int8``; once per activation type,
-    into ``out_dir/<type>``) and measure each int8 graph against the float member: latency at batch 1 and 8 (interleaved), the largest probability differences on 8 unseen
-    slices, and the out-of-fold figures through ``evaluate`` (the float ones must equal the committed ones)."""
+    into ``out_dir/<type>``) and measure each int8 graph against the float member: latency at batch 1 and 8
+    (interleaved), the largest probability differences on 8 unseen slices, and the out-of-fold figures through
+    ``evaluate`` (the float ones must equal the committed ones)."""
     from braintumor.evaluation.evaluate import evaluate
     from braintumor.inference import Analyzer
 
