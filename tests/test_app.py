@@ -79,7 +79,7 @@ def test_page_enforces_its_settings_when_started_directly():
     ).run()
     assert not at.exception
     assert [e.value for e in at.error] == [f"big.png: larger than {MAX_UPLOAD_MB} MB: not read"]
-    assert len(at.metric) == 2  # the small file is still analysed
+    assert [m.label for m in at.metric][:2] == ["Tumor type", "Tumor area"]  # the small file is still analysed
 
 
 def test_shipped_examples_are_credited_and_anonymous():
@@ -136,7 +136,11 @@ def test_page_analyses_an_example_without_upload():
     assert metrics["Tumor type"] == "pituitary" and metrics["Tumor area"].endswith("cm²")
     assert 0.5 < float(metrics["Dice with the expert mask"]) <= 1 and metrics["Expert area"].endswith("cm²")
     captions = [i.proto.imgs[0].caption for i in at.get("image")]
-    assert captions == ["original", "blue: expert outline · orange: the model's outline"]
+    assert captions == [
+        "original",
+        "blue: expert outline · orange: the model's outline",
+        "where the ensemble's members disagree on the outline",
+    ]
 
 
 def test_page_compares_an_upload_with_its_expert_mask(analyzer):
@@ -315,7 +319,8 @@ def test_real_upload_in_chromium(server, dev512, tmp_path):
         outlines = page.locator("img")
         assert outlines.count() >= 4  # original + overlay for each readable file
         metrics = page.locator(METRICS)
-        expect(metrics).to_have_count(4, timeout=60_000)  # type and area for each readable file, once rerun is done
+        # type, area and the ensemble's outline uncertainty for each readable file, once the rerun is done
+        expect(metrics).to_have_count(6, timeout=60_000)
         # retrying assertions: stale elements of the previous run can linger for a moment during a rerun
         labels = metrics.filter(has_text=LABEL)
         expect(labels).to_have_count(2, timeout=30_000)

@@ -30,10 +30,11 @@ def test_a_tumor_call_is_left_alone():
 
 
 def test_a_no_tumor_answer_has_no_outline_and_says_what_it_dismissed(monkeypatch):
+    from braintumor.bundle import SINGLE_MODEL_DIR
     from braintumor.imageio import Scan
     from braintumor.inference import Analyzer
 
-    analyzer = Analyzer.default()
+    analyzer = Analyzer(SINGLE_MODEL_DIR)  # one network, whose outputs are replaced below
     side = analyzer.size
 
     def run_members(batch: np.ndarray):  # the one network's outputs: mask, class probabilities (no features)
