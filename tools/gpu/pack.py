@@ -18,6 +18,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -37,7 +38,7 @@ def to_uint8(small: np.ndarray) -> np.ndarray:
     return np.rint((small - lo) * (255.0 / max(hi - lo, 1e-6))).astype(np.uint8)
 
 
-def pack(data: Path, out: Path, size: int) -> dict:
+def pack(data: Path, out: Path, size: int) -> dict[str, Any]:
     """Write the packed manifest; returns its summary (also written to ``out``/pack.json)."""
     records = read_manifest(data)
     if out.exists():

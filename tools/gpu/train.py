@@ -24,6 +24,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 from braintumor.training.config import TrainConfig, plan_folds
 
@@ -52,7 +53,9 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
     return {name: [sys.executable, "-m", "braintumor.cli", "train", *cfg.to_argv()] for name, cfg in plan.items()}
 
 
-def run_all(runs: dict[str, list[str]], logs: Path, threads: int, deadline: float | None = None) -> dict[str, dict]:
+def run_all(
+    runs: dict[str, list[str]], logs: Path, threads: int, deadline: float | None = None
+) -> dict[str, dict[str, Any]]:
     """Start every run, wait for all (stopping those still running at ``deadline``, a ``time.time()``); their exit
     codes and wall times, and the end of the log of each that failed."""
     logs.mkdir(parents=True, exist_ok=True)
@@ -62,7 +65,7 @@ def run_all(runs: dict[str, list[str]], logs: Path, threads: int, deadline: floa
     for name, cmd in runs.items():
         with open(logs / f"{name}.log", "w") as log:
             procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    results: dict[str, dict] = {}
+    results: dict[str, dict[str, Any]] = {}
     while len(results) < len(procs):
         for name, proc in procs.items():
             if name not in results and proc.poll() is not None:
@@ -91,7 +94,7 @@ def tail(log: Path, lines: int = 25) -> str:
     return "\n".join(kept[-lines:])
 
 
-def fitting_epochs(per_epoch: float, overhead: float, seconds: float, cap: int) -> dict:
+def fitting_epochs(per_epoch: float, overhead: float, seconds: float, cap: int) -> dict[str, Any]:
     """The epoch count (at most ``cap``, at least 1) with which a run whose epochs take ``per_epoch`` seconds and
     whose start-up and finish (reading data, ONNX export) take ``overhead`` ends within ``seconds``."""
     per_epoch = max(per_epoch, 0.1)
@@ -105,7 +108,7 @@ def epoch_seconds(run: Path) -> list[float]:
         return [float(r["epoch_seconds"]) for r in csv.DictReader(f) if r.get("epoch_seconds")]
 
 
-def probe(args: argparse.Namespace, deadline: float) -> dict:
+def probe(args: argparse.Namespace, deadline: float) -> dict[str, Any]:
     """Every run for a few epochs at once, in a folder of its own, to time an epoch under the real load: the epoch
     count is then what fits the time left before ``deadline``. The probe's first epoch (warm-up) is not used."""
     epochs = min(PROBE_EPOCHS, args.epochs)
@@ -124,7 +127,7 @@ def probe(args: argparse.Namespace, deadline: float) -> dict:
 
 
 class ProbeFailed(Exception):
-    def __init__(self, results: dict[str, dict]) -> None:
+    def __init__(self, results: dict[str, dict[str, Any]]) -> None:
         self.results = results
 
 
@@ -137,7 +140,9 @@ def gpu_name() -> str:
         return "none"
 
 
-def bring_back(runs_dir: Path, out: Path, results: dict[str, dict], extra: dict, weights: bool = True) -> list[Path]:
+def bring_back(
+    runs_dir: Path, out: Path, results: dict[str, dict[str, Any]], extra: dict[str, Any], weights: bool = True
+) -> list[Path]:
     """Weights as ``NAME.safetensors`` and ``meta.tar.gz`` (cards, splits, logs, ``gpu.json``) under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -215,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     return int(any(r["rc"] for r in results.values()))
 
 
-def record(args: argparse.Namespace, chosen: dict | None, started: float, packed: dict) -> dict:
+def record(
+    args: argparse.Namespace, chosen: dict[str, Any] | None, started: float, packed: dict[str, Any]
+) -> dict[str, Any]:
     """What gpu.json says besides the runs: the probe, the machine, the arguments, the packed data."""
     return {
         "probe": chosen,

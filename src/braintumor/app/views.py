@@ -284,7 +284,7 @@ def results_csv(views: list[View]) -> str:
     return buffer.getvalue()
 
 
-def probabilities_table(result: Result) -> dict[str, list]:
+def probabilities_table(result: Result) -> dict[str, list[str] | list[float]]:
     return {"class": list(result.probabilities), "probability": [round(p, 4) for p in result.probabilities.values()]}
 
 

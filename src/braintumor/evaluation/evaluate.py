@@ -252,7 +252,7 @@ def summarise(outcomes: list[SliceOutcome], n_boot: int = 1000, seed: int = 0) -
     return report
 
 
-def per_patient(ok: list[SliceOutcome]) -> dict:
+def per_patient(ok: list[SliceOutcome]) -> dict[str, int | float | None]:
     """Figures with each patient counted once (the mean over that patient's slices)."""
     groups: dict[str, list[SliceOutcome]] = {}
     for o in ok:
@@ -267,7 +267,7 @@ def per_patient(ok: list[SliceOutcome]) -> dict:
     }
 
 
-def bootstrap(ok: list[SliceOutcome], n_boot: int, seed: int) -> dict:
+def bootstrap(ok: list[SliceOutcome], n_boot: int, seed: int) -> dict[str, list[float]]:
     """95% intervals resampling whole patients (images without a patient id count as their own patient)."""
     groups: dict[str, list[SliceOutcome]] = {}
     for o in ok:

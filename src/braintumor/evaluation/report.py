@@ -182,7 +182,7 @@ def classification_summary(report: dict[str, Any]) -> str:
     return f"tumor-type accuracy {report['tumor_type_accuracy']:.1%}, 4-class accuracy {report['accuracy']:.1%}"
 
 
-def markdown(r: dict) -> str:
+def markdown(r: dict[str, Any]) -> str:
     ci = r.get("ci95", {})
     segmented = r.get("segmentation_produced", True)  # reports written before the key existed all segmented
     classified = r.get("classification_produced", True)  # and all classified

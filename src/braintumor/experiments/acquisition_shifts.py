@@ -22,7 +22,7 @@ from braintumor.evaluation.evaluate import select_rows
 from braintumor.preprocessing.shifts import SHIFTS
 
 if TYPE_CHECKING:  # evaluation is upstream of inference: an Analyzer is only passed in
-    from braintumor.inference import Analyzer
+    from braintumor.inference import Analyzer, Result
 
 COLUMNS = (
     "shift",
@@ -59,7 +59,7 @@ def shift_table(
     rows = []
     for name, shift in tqdm(chosen.items(), desc="shifts", disable=not progress, leave=False):
         rng = np.random.default_rng(seed)
-        outcomes = []
+        outcomes: list[tuple[str, Result, float]] = []
         for r, scan, truth in slices:
             pixels, mask = (scan.pixels, truth) if shift is None else shift(scan.pixels, truth, rng)
             # a spacing, so that "warned" counts only warnings about the result (1 mm where the row has none)
@@ -70,7 +70,7 @@ def shift_table(
     return rows, f"{len(slices)} tumor slices of {described}"
 
 
-def _row(name: str, outcomes: list) -> dict:
+def _row(name: str, outcomes: list[tuple[str, Result, float]]) -> dict[str, Any]:
     labels = np.array([label for label, _, _ in outcomes])
     called_none = np.array([r.label == "notumor" for _, r, _ in outcomes])
     warned = np.array([bool(r.warnings) for _, r, _ in outcomes])
@@ -91,7 +91,7 @@ def _row(name: str, outcomes: list) -> dict:
     }
 
 
-def markdown(rows: list[dict], described: str, model_name: str) -> str:
+def markdown(rows: list[dict[str, Any]], described: str, model_name: str) -> str:
     """The table for README / docs/experiments.md."""
     head = (
         "| shift | slices | silent 'no tumor' | 'no tumor' with warning | tumor-type acc. (3 classes) | "

@@ -10,9 +10,10 @@ the same fold's model (which never saw its patients) and the final model from th
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from braintumor.evaluation.report import write_report
 from braintumor.models import ARCHITECTURES
 from braintumor.training.config import TrainConfig, plan_folds
 from braintumor.training.run import train
+
+if TYPE_CHECKING:  # annotations only: the functions below import inference where they run it
+    from braintumor.inference import Analyzer, Classifier, Segmenter
 
 #: report.json keys tabulated per fold (None where a fold has no value)
 METRICS = (
@@ -72,13 +76,13 @@ def check_fold(cfg: TrainConfig) -> None:
     check_sides(((group_key(r["patient_id"], r["id"]), r["split"]) for r in rows), f"fold {cfg.val_fold}")
 
 
-def cross_validate(base: TrainConfig, n_boot: int = 1000, final: bool = False) -> dict:
+def cross_validate(base: TrainConfig, n_boot: int = 1000, final: bool = False) -> dict[str, Any]:
     """Train and evaluate every fold of ``base`` (its ``out`` becomes the CV folder); returns the pooled report.
 
     ``final``: then choose the post-processing on the out-of-fold predictions, train the recipe on all patients
     (``out/final``) and give that model the chosen post-processing, a calibration cross-fitted from the folds and
     the CV figures as its accuracy estimate."""
-    from braintumor.inference import load_model
+    from braintumor.inference import Analyzer, load_model
 
     if final and ARCHITECTURES[base.arch][0] != "segmentation+classification":
         raise OptionError("--final", f"needs a model that outlines and classifies (multitask_unet), not {base.arch}")
@@ -92,11 +96,17 @@ def cross_validate(base: TrainConfig, n_boot: int = 1000, final: bool = False) -
     models = [load_model(fold_dir(out, k)) for k in range(base.folds)]
     _, report = score_folds(base, models, out, n_boot)
     if final:
-        return finish(base, models, out, n_boot)
+        analyzers = [m for m in models if isinstance(m, Analyzer)]
+        assert len(analyzers) == len(models), (
+            "a model that outlines and classifies loads as an Analyzer (checked above)"
+        )
+        return finish(base, analyzers, out, n_boot)
     return report
 
 
-def score_folds(base: TrainConfig, models: list, out: Path, n_boot: int) -> tuple[list[dict], dict]:
+def score_folds(
+    base: TrainConfig, models: Sequence[Analyzer | Classifier | Segmenter], out: Path, n_boot: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Each fold model on its unseen fold, then pooled: ``out``/fold*/eval, ``out``/pooled, cv.csv, cv.md."""
     rows, pooled = [], []
     for fold, model in enumerate(models):
@@ -127,7 +137,7 @@ def score_folds(base: TrainConfig, models: list, out: Path, n_boot: int) -> tupl
     return rows, report
 
 
-def finish(base: TrainConfig, models: list, out: Path, n_boot: int) -> dict:
+def finish(base: TrainConfig, models: list[Analyzer], out: Path, n_boot: int) -> dict[str, Any]:
     """Post-processing chosen by CV (scored again with it: ``out``/chosen), the final all-patients model
     (``out``/final) with that post-processing, a cross-fitted calibration and the CV figures in its card."""
     from braintumor.bundle import read_card, write_card
@@ -154,7 +164,7 @@ def finish(base: TrainConfig, models: list, out: Path, n_boot: int) -> dict:
     return report
 
 
-def cv_block(base: TrainConfig, rows: list[dict], report: dict) -> dict:
+def cv_block(base: TrainConfig, rows: list[dict[str, Any]], report: dict[str, Any]) -> dict[str, Any]:
     """The card's estimate of a final model's accuracy on new patients: its recipe's cross-validation."""
     columns = {k: [r[k] for r in rows if r[k] is not None] for k in METRICS}
     return {
@@ -193,7 +203,9 @@ def _check_out_of_fold(base: TrainConfig, pooled: list[SliceOutcome]) -> None:
         raise AssertionError(f"{missing} rows were never scored out of fold")
 
 
-def _write_table(rows: list[dict], pooled: dict, out: Path, base: TrainConfig, postprocessing: Any = None) -> None:
+def _write_table(
+    rows: list[dict[str, Any]], pooled: dict[str, Any], out: Path, base: TrainConfig, postprocessing: Any = None
+) -> None:
     with open(out / "cv.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -239,5 +251,5 @@ def _cell(value: object) -> str:
     return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def _ci(ci: dict, key: str) -> str:
+def _ci(ci: dict[str, list[float]], key: str) -> str:
     return f"({ci[key][0]:.3f}–{ci[key][1]:.3f})" if key in ci else ""

@@ -40,7 +40,7 @@ def _memoised(network: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], An
     return run
 
 
-def search(data: str | Path, folds: list[Analyzer], n_boot: int = 200) -> tuple[Postprocessing, list[dict]]:
+def search(data: str | Path, folds: list[Analyzer], n_boot: int = 200) -> tuple[Postprocessing, list[dict[str, Any]]]:
     """The chosen post-processing and one row per candidate tried (pooled out-of-fold figures)."""
     for analyzer in folds:
         analyzer.network = _memoised(analyzer.network)  # type: ignore[method-assign,assignment]
@@ -52,7 +52,7 @@ def search(data: str | Path, folds: list[Analyzer], n_boot: int = 200) -> tuple[
             outcomes += evaluate(data, analyzer, split="unseen", progress=False)[0]
         return summarise(outcomes, n_boot=n_boot)
 
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
 
     def score(candidate: Postprocessing, step: str) -> float:
         report = pooled(candidate)
@@ -61,7 +61,7 @@ def search(data: str | Path, folds: list[Analyzer], n_boot: int = 200) -> tuple[
 
     best = Postprocessing()
     best_dice = score(best, "baseline")
-    steps: list[tuple[str, str, tuple]] = [
+    steps: list[tuple[str, str, tuple[Any, ...]]] = [  # each step's values are of its own field's type
         ("threshold", "threshold", THRESHOLDS),
         ("components", "min_component_fraction", COMPONENT_FRACTIONS),
         ("holes", "fill_holes", FILL_HOLES),
@@ -91,7 +91,7 @@ def _figures(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict[str, Any]]) -> str:
     """The candidates as a Markdown table."""
     keys = list(rows[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]

@@ -61,7 +61,7 @@ class RandSourceShiftd(T.RandomizableTransform, T.MapTransform):
         super().randomize(None)
         self._choice = int(self.R.randint(len(self.SHIFTS)))
 
-    def __call__(self, data: dict) -> dict:
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         self.randomize()
         if not self._do_transform:
             return data
@@ -100,7 +100,7 @@ def train_transforms() -> T.Compose:
     )
 
 
-class SliceDataset(torch.utils.data.Dataset):
+class SliceDataset(torch.utils.data.Dataset[dict[str, Any]]):
     """Items ``{"image", "mask", "label"}`` from a cache; ``transform`` only for training data."""
 
     def __init__(
@@ -114,7 +114,7 @@ class SliceDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int) -> dict[str, Any]:
         j = int(self.indices[i])
         item = {"image": self.cache["image"][j], "mask": self.cache["mask"][j], "label": self.cache["label"][j]}
         if self.transform is not None:
@@ -131,7 +131,7 @@ class SliceDataset(torch.utils.data.Dataset):
 
 def augmented_loader(
     cache: dict[str, Any], indices: np.ndarray, batch_size: int, num_workers: int, seed: int
-) -> torch.utils.data.DataLoader:
+) -> torch.utils.data.DataLoader[dict[str, Any]]:
     """Shuffled, augmented training batches (full batches only)."""
     return torch.utils.data.DataLoader(
         SliceDataset(cache, indices, train_transforms().set_random_state(seed=seed)),

@@ -40,7 +40,8 @@ class SliceModule(L.LightningModule):
         self._epoch_started = time.perf_counter()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        return self.net(x.contiguous(memory_format=torch.channels_last))
+        out: tuple[torch.Tensor | None, torch.Tensor | None] = self.net(x.contiguous(memory_format=torch.channels_last))
+        return out
 
     def on_train_epoch_start(self) -> None:
         self._epoch_started = time.perf_counter()

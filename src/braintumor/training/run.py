@@ -179,20 +179,20 @@ def _read_rows(metrics_csv: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _merged(earlier: list[dict], later: list[dict]) -> list[dict]:
+def _merged(earlier: list[dict[str, str]], later: list[dict[str, str]]) -> list[dict[str, str]]:
     """Earlier epochs that the later log does not repeat, then the later log."""
     first = min((int(r["epoch"]) for r in later), default=float("inf"))
     return [r for r in earlier if int(r["epoch"]) < first] + later
 
 
-def _write_rows(path: Path, rows: list[dict]) -> None:
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=sorted(set().union(*rows)))
         writer.writeheader()
         writer.writerows(rows)
 
 
-def _keep_earlier_rows(metrics_csv: Path) -> list[dict]:
+def _keep_earlier_rows(metrics_csv: Path) -> list[dict[str, str]]:
     """The epochs logged before this resume, also saved beside the log until the run ends: a run killed before
     it could put them back must not lose them for the next resume."""
     side = metrics_csv.with_name("metrics.before-resume.csv")
@@ -202,14 +202,14 @@ def _keep_earlier_rows(metrics_csv: Path) -> list[dict]:
     return rows
 
 
-def _prepend_rows(metrics_csv: Path, earlier: list[dict]) -> None:
+def _prepend_rows(metrics_csv: Path, earlier: list[dict[str, str]]) -> None:
     """Put back the epochs logged before a resume (those the resumed run did not log again)."""
     if earlier:
         _write_rows(metrics_csv, _merged(earlier, _read_rows(metrics_csv)))
     metrics_csv.with_name("metrics.before-resume.csv").unlink(missing_ok=True)
 
 
-def _epoch_metrics(metrics_csv: Path, keep: str = "best") -> dict:
+def _epoch_metrics(metrics_csv: Path, keep: str = "best") -> dict[str, float]:
     """The validation figures of the kept epoch (the best or the last one)."""
     rows = [r for r in _read_rows(metrics_csv) if r.get("val_score")]
     if not rows:
