@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from braintumor.cli import main
 from conftest import csv_rows
 
@@ -111,3 +113,23 @@ def test_evaluate_on_its_own_training_set_says_nothing_is_unseen(tiny_data):
     training = Training("d", "all", SplitRecipe(all_patients=True), patient_keys=key_block(records))
     with pytest.raises(DatasetError, match=r"nothing unseen to score.*cross-validation in its card"):
         select_rows(records, [training], "unseen")
+
+
+def test_the_postprocessing_search_scores_saved_outputs_as_evaluate_would(tiny_data, tiny_model):
+    """Each candidate decided from the networks' saved outputs gives what ``evaluate`` gives with it set."""
+    from braintumor.bundle import Postprocessing
+    from braintumor.evaluation.evaluate import evaluate
+    from braintumor.experiments.postprocessing_search import outcomes_under, saved_rows
+    from braintumor.inference import Analyzer
+
+    analyzer = Analyzer(tiny_model)
+    saved = saved_rows(tiny_data, analyzer)
+    assert saved
+    for post in (Postprocessing(threshold=0.3), Postprocessing(threshold=0.6, min_component_fraction=0.3)):
+        analyzer.postprocessing = post
+        expected, _ = evaluate(tiny_data, analyzer, progress=False)
+        got = outcomes_under(saved, post)
+        assert [o.record.id for o in got] == [o.record.id for o in expected]
+        fields = ("pred", "pred_pixels", "dice", "iou", "hd95_mm", "area_pred_cm2", "ood_warned", "error")
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_equal([getattr(a, f) for f in fields], [getattr(b, f) for f in fields])  # nan == nan

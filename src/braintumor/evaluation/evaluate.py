@@ -24,6 +24,7 @@ from braintumor.evaluation import metrics as M
 
 if TYPE_CHECKING:  # evaluation is upstream of inference: the Analyzer (Classifier, Segmenter) is only passed in
     from braintumor.bundle import Training
+    from braintumor.imageio import Scan
     from braintumor.inference import Analyzer, Classifier, Segmenter
 
 
@@ -131,27 +132,46 @@ def evaluate(
             outcomes.append(SliceOutcome(r, true, None, None, error=str(err)))
             continue
         result = analyzer.analyze_scans([scan])[0]
-        mask = result.mask  # None: the model does not segment
-        label = result.label  # None: the model does not classify
-        o = SliceOutcome(
-            r,
-            true,
-            None if label is None else CLASSES.index(label),
-            None if label is None else np.array([result.probabilities[c] for c in CLASSES]),  # the 4-class decision
-            pred_pixels=result.tumor_pixels,
-            ood_warned=None if analyzer.ood_threshold is None else analyzer.is_unfamiliar(result.ood_score),
-            segmented=mask is not None,
-            classified=label is not None,
+        ood_warned = None if analyzer.ood_threshold is None else analyzer.is_unfamiliar(result.ood_score)
+        outcomes.append(
+            outcome(r, truth, spacing_of(r, scan), result.label, result.probabilities, result.mask, ood_warned)
         )
-        if r.label != "notumor" and mask is not None:
-            spacing = scan.spacing_mm or ((r.spacing_mm, r.spacing_mm) if r.spacing_mm else None)
-            o.dice, o.iou = M.dice(mask, truth), M.iou(mask, truth)
-            if spacing:
-                o.hd95_mm = M.hausdorff95(mask, truth, spacing)
-                o.area_true_cm2 = M.area_cm2(int(truth.sum()), spacing)
-                o.area_pred_cm2 = M.area_cm2(int(mask.sum()), spacing)
-        outcomes.append(o)
     return outcomes, described
+
+
+def spacing_of(record: Record, scan: Scan) -> tuple[float, float] | None:
+    """The pixel spacing areas and distances are measured in: the file's, else the manifest's."""
+    return scan.spacing_mm or ((record.spacing_mm, record.spacing_mm) if record.spacing_mm else None)
+
+
+def outcome(
+    record: Record,
+    truth: np.ndarray,
+    spacing: tuple[float, float] | None,
+    label: str | None,
+    probabilities: dict[str, float],
+    mask: np.ndarray | None,
+    ood_warned: bool | None,
+) -> SliceOutcome:
+    """One row's figures from a model's answer: ``label`` None (the model does not classify), ``mask`` None (it
+    does not segment)."""
+    o = SliceOutcome(
+        record,
+        CLASSES.index(record.label),
+        None if label is None else CLASSES.index(label),
+        None if label is None else np.array([probabilities[c] for c in CLASSES]),  # the 4-class decision
+        pred_pixels=0 if mask is None else int(mask.sum()),
+        ood_warned=ood_warned,
+        segmented=mask is not None,
+        classified=label is not None,
+    )
+    if record.label != "notumor" and mask is not None:
+        o.dice, o.iou = M.dice(mask, truth), M.iou(mask, truth)
+        if spacing:
+            o.hd95_mm = M.hausdorff95(mask, truth, spacing)
+            o.area_true_cm2 = M.area_cm2(int(truth.sum()), spacing)
+            o.area_pred_cm2 = M.area_cm2(int(mask.sum()), spacing)
+    return o
 
 
 def classification_figures(rows: list[SliceOutcome]) -> dict[str, Any]:

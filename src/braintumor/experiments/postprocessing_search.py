@@ -1,20 +1,26 @@
 """Choose the mask post-processing by cross-validation, nnU-Net style: every candidate is scored on the pooled
 out-of-fold predictions of the fold models (each row by the model that did not train on it), one setting at a
 time (threshold, then small components, then holes), and a change is kept only when it raises the pooled mean
-Dice by at least ``MIN_GAIN``."""
+Dice by at least ``MIN_GAIN``.
+
+The networks run once per row (``saved_rows``); each candidate is then decided and scored from those saved
+outputs (``outcomes_under``), through the same ``decision`` the Analyzer makes its results with."""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm import tqdm
 
+from braintumor import CLASSES
 from braintumor.bundle import Postprocessing
-from braintumor.evaluation.evaluate import SliceOutcome, evaluate, summarise
+from braintumor.data import Record, load_record, read_manifest
+from braintumor.errors import ScanError
+from braintumor.evaluation.evaluate import SliceOutcome, outcome, select_rows, spacing_of, summarise
+from braintumor.preprocessing import Geometry, to_model_input
 
 if TYPE_CHECKING:
     from braintumor.inference import Analyzer
@@ -27,30 +33,59 @@ FILL_HOLES = (False, True)
 MIN_GAIN = 0.002
 
 
-def _memoised(network: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], Any]:
-    """The network's outputs per input batch, computed once: only the post-processing changes between candidates."""
-    seen: dict[bytes, Any] = {}
+@dataclass(frozen=True)
+class SavedRow:
+    """One out-of-fold row as its fold model's networks left it: what every candidate post-processing acts on."""
 
-    def run(batch: np.ndarray) -> Any:
-        key = hashlib.blake2b(batch.tobytes(), digest_size=16).digest()
-        if key not in seen:
-            seen[key] = network(batch)
-        return seen[key]
+    record: Record
+    truth: np.ndarray  # the expert mask at the image's size
+    spacing: tuple[float, float] | None
+    mask_prob: np.ndarray  # (size, size), network resolution
+    geometry: Geometry
+    probabilities: dict[str, float]  # calibrated
+    ood_warned: bool | None
 
-    return run
+
+def saved_rows(data: str | Path, analyzer: Analyzer, progress: bool = False) -> list[SavedRow | SliceOutcome]:
+    """The model's unseen rows of ``data`` (``evaluate``'s rows, in its order), each run through the networks once;
+    an unreadable row is its outcome already (its error)."""
+    records, _ = select_rows(read_manifest(data), analyzer.trainings, "unseen")
+    rows: list[SavedRow | SliceOutcome] = []
+    for r in tqdm(records, desc="networks", disable=not progress, leave=False):
+        try:
+            scan, truth = load_record(r)
+        except ScanError as err:
+            rows.append(SliceOutcome(r, CLASSES.index(r.label), None, None, error=str(err)))
+            continue
+        x, geometry = to_model_input(scan.pixels, analyzer.size)
+        out = analyzer.forward(x[None, None])
+        class_prob, scores = analyzer.calibrated(out.class_prob, out.features)
+        ood = None if analyzer.ood_threshold is None else analyzer.is_unfamiliar(scores[0])
+        probabilities = {c: float(p) for c, p in zip(analyzer.classes, class_prob[0], strict=True)}
+        rows.append(SavedRow(r, truth, spacing_of(r, scan), out.mask_prob[0, 0], geometry, probabilities, ood))
+    return rows
+
+
+def outcomes_under(rows: list[SavedRow | SliceOutcome], post: Postprocessing) -> list[SliceOutcome]:
+    """The rows' outcomes had the model used ``post``: what ``evaluate`` gives with that post-processing."""
+    from braintumor.inference.analyzer import decision
+
+    out = []
+    for row in rows:
+        if isinstance(row, SliceOutcome):
+            out.append(row)
+            continue
+        label, mask, _ = decision(row.probabilities, row.mask_prob, row.geometry, post)
+        out.append(outcome(row.record, row.truth, row.spacing, label, row.probabilities, mask, row.ood_warned))
+    return out
 
 
 def search(data: str | Path, folds: list[Analyzer], n_boot: int = 200) -> tuple[Postprocessing, list[dict[str, Any]]]:
     """The chosen post-processing and one row per candidate tried (pooled out-of-fold figures)."""
-    for analyzer in folds:
-        analyzer.network = _memoised(analyzer.network)  # type: ignore[method-assign,assignment]
+    saved = [saved_rows(data, analyzer) for analyzer in folds]
 
     def pooled(candidate: Postprocessing) -> dict[str, Any]:
-        outcomes: list[SliceOutcome] = []
-        for analyzer in folds:
-            analyzer.postprocessing = candidate
-            outcomes += evaluate(data, analyzer, split="unseen", progress=False)[0]
-        return summarise(outcomes, n_boot=n_boot)
+        return summarise([o for rows in saved for o in outcomes_under(rows, candidate)], n_boot=n_boot)
 
     rows: list[dict[str, Any]] = []
 

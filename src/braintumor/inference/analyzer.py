@@ -229,17 +229,13 @@ class Analyzer(OnnxModel):
         spacing_mm: SpacingArg,
         ood_score: float | None = None,
     ) -> Result:
-        post = self.postprocessing  # one read: a concurrent switch never mixes two settings in one result
-        mask = postprocess(output_to_image(mask_prob, geometry), post)
         spacing, source = spacing_for(scan, spacing_mm)
-        pixels = int(mask.sum())
         probabilities = {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
-        label, decision_warnings = decide(probabilities, mask_prob, post.threshold)
+        # one read of the post-processing: a concurrent switch never mixes two settings in one result
+        label, mask, decision_warnings = decision(probabilities, mask_prob, geometry, self.postprocessing)
+        pixels = int(mask.sum())
         warnings = input_warnings(scan, model_input) + decision_warnings
         warnings += self.trust_warnings(probabilities, label, ood_score, "the type, outline and area are")
-        warnings += consistency_warnings(label, pixels, mask.size)
-        if label == "notumor" and pixels:  # a "no tumor" answer has no outline and no area, never a contradiction
-            mask, pixels = np.zeros_like(mask), 0
         area = measured_area(pixels, spacing, warnings)
         return Result(
             file=scan.name,
@@ -254,6 +250,21 @@ class Analyzer(OnnxModel):
             warnings=warnings,
             scan=scan,
         )
+
+
+def decision(
+    probabilities: dict[str, float], mask_prob: np.ndarray, geometry: Geometry, post: Postprocessing
+) -> tuple[str, np.ndarray, list[str]]:
+    """The answer the networks' outputs give under ``post``: the label, the mask at the image's size and the warnings
+    of the decision. A "no tumor" answer has no outline and no area, never a contradiction. (The post-processing
+    search scores candidates through this on saved outputs.)"""
+    mask = postprocess(output_to_image(mask_prob, geometry), post)
+    label, warnings = decide(probabilities, mask_prob, post.threshold)
+    pixels = int(mask.sum())
+    warnings += consistency_warnings(label, pixels, mask.size)
+    if label == "notumor" and pixels:
+        mask = np.zeros_like(mask)
+    return label, mask, warnings
 
 
 def prefetched(fn: Callable[[T], R], items: Iterable[T], window: int, workers: int) -> Iterator[R]:
