@@ -163,15 +163,10 @@ def make_int8(member_dir: str | Path, data: str | Path | None = None) -> ModelCa
 
 
 def session(path: str | Path, threads: int = 2) -> ort.InferenceSession:
-    """A session set up as the runtime sets its own (all graph optimisations, CPU provider)."""
-    import onnxruntime as ort
+    """A session set up as the runtime sets its own."""
+    from braintumor.inference.runtime import onnx_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    options.enable_cpu_mem_arena = False
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnx_session(Path(path), threads)
 
 
 def int8_analyzer(member_dir: str | Path, int8_path: str | Path, threads: int = 2) -> Analyzer:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from braintumor.bundle import (
 from braintumor.imageio import Scan, as_spacing
 from braintumor.imageio.scan import area_cm2
 from braintumor.inference.calibration import FeatureModel, apply_temperature
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 #: a pixel spacing given by the caller: one number (mm) or (row, col)
 SpacingArg = float | tuple[float, float] | list[float] | None
@@ -50,8 +54,6 @@ class OnnxModel:
         memory_arena: bool = False,
         members: int | None = None,
     ):
-        import onnxruntime as ort
-
         self.model_dir = Path(model_dir)
         self.card = read_card(self.model_dir)
         if self.card.task is not self.task:
@@ -65,15 +67,9 @@ class OnnxModel:
         # several networks: each runs on one core, side by side (one small graph scales poorly over two cores)
         self._cores = cores
         self._pool = ThreadPoolExecutor(cores, "member") if len(folders) > 1 and cores > 1 else None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1 if self._pool else cores
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        # off by default: a long-lived server would keep a batch's peak allocation for good; a batch run may trade
-        # that memory for speed
-        options.enable_cpu_mem_arena = memory_arena
+        threads_each = 1 if self._pool else cores
         self.sessions = [
-            ort.InferenceSession(str(verified_file(f, ONNX, c)), options, providers=["CPUExecutionProvider"])
+            onnx_session(verified_file(f, ONNX, c), threads_each, memory_arena)
             for f, c in zip(folders, self.member_cards, strict=True)
         ]
         #: the first (or only) network's session
@@ -187,6 +183,20 @@ class OnnxModel:
         if probabilities[label] < LOW_CONFIDENCE:
             out.append(f"low confidence ({probabilities[label]:.2f}): treat the tumor type as uncertain")
         return out
+
+
+def onnx_session(path: Path, threads: int, memory_arena: bool = False) -> ort.InferenceSession:
+    """An ONNX Runtime session on the CPU with every graph optimisation, ``threads`` intra-op threads and the memory
+    arena off unless asked (a long-lived server would keep a batch's peak allocation for good; a batch run may trade
+    that memory for speed)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    options.enable_cpu_mem_arena = memory_arena
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def spacing_for(scan: Scan, spacing_mm: SpacingArg) -> tuple[tuple[float, float] | None, str]:
