@@ -283,3 +283,24 @@ def test_train_config_is_the_one_source_of_the_options(tmp_path):
         ("fold1", 1, "last", False),
         ("final", 0, "last", True),
     ]
+
+
+def test_tversky_mask_loss_makes_a_missed_pixel_dearer_than_a_false_one():
+    """--seg-loss tversky: with the same number of wrong pixels, under-segmenting a tumor costs more than
+    over-segmenting it; Dice + BCE weighs the two alike (within its BCE part)."""
+    from braintumor.training.module import mask_loss
+
+    target = torch.zeros(1, 1, 32, 32)
+    target[..., 8:24, 8:24] = 1  # 256 tumor pixels
+    under, over = target.clone(), target.clone()
+    under[..., 8:12, 8:24] = 0  # 64 tumor pixels missed
+    over[..., 4:8, 8:24] = 1  # 64 healthy pixels outlined
+    logits = {name: (m * 2 - 1) * 8 for name, m in (("under", under), ("over", over))}  # confident predictions
+    gap = {
+        name: float(mask_loss(name)(logits["under"], target) - mask_loss(name)(logits["over"], target))
+        for name in ("tversky", "dice_ce")
+    }
+    assert gap["tversky"] > 0.1  # Tversky part: 1 - 192/(192 + 0.7·64) against 1 - 256/(256 + 0.3·64)
+    assert abs(gap["dice_ce"]) < gap["tversky"] / 3
+    with pytest.raises(ValueError, match="choose dice_ce or tversky"):
+        mask_loss("focal")

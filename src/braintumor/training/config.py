@@ -33,6 +33,12 @@ class TrainConfig:
     epochs: int = _opt("epochs (one one-cycle schedule)", 40)
     batch_size: int = _opt("slices per step", 16)
     lr: float = _opt("peak learning rate of the one-cycle schedule", 2e-3)
+    seg_loss: Literal["dice_ce", "tversky"] = _opt(
+        "mask loss per slice: dice_ce (Dice + BCE) or tversky (Tversky alpha 0.3, beta 0.7 + BCE: a missed tumor "
+        "pixel costs more than a false one)",
+        "dice_ce",
+        choices=["dice_ce", "tversky"],
+    )
     seed: int = _opt("seed of the split, the initial weights and the augmentation", 0)
     folds: int = _opt("patient-level folds of the split", 5)
     val_fold: int = _opt("the fold held out for validation", 0, scope="train")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 import numpy as np
 import torch
-from monai.losses import DiceCELoss
+from monai.losses import DiceCELoss, TverskyLoss
 from torch import nn
 
 from braintumor import CLASSES, TUMOR_CLASSES
@@ -28,12 +28,13 @@ class SliceModule(L.LightningModule):
         class_weights: list[float] | None = None,
         pretrained: bool = False,
         size: int | None = None,
+        seg_loss: str = "dice_ce",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = build_model(arch, num_classes=len(CLASSES), pretrained=pretrained, size=size)
         # the reference segmenter was trained with plain BCE; ours with Dice + BCE per slice
-        self.seg_loss = nn.BCEWithLogitsLoss() if arch == "seed_unet" else DiceCELoss(sigmoid=True)
+        self.seg_loss = nn.BCEWithLogitsLoss() if arch == "seed_unet" else mask_loss(seg_loss)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.cls_loss = nn.CrossEntropyLoss(weight=weights, label_smoothing=0.05)
         self._val: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -125,3 +126,26 @@ def validation_metrics(labels: np.ndarray, probs: np.ndarray, dices: np.ndarray)
         score += out["val_dice_mean"]
     out["val_score"] = score
     return out
+
+
+def mask_loss(name: str) -> nn.Module:
+    """Per-slice mask loss: ``dice_ce`` (Dice + BCE) or ``tversky`` (Tversky + BCE; MONAI's alpha weighs false
+    positives and beta false negatives, so 0.3/0.7 makes under-segmentation, the measured weakness on large
+    tumors, the dearer error)."""
+    if name == "dice_ce":
+        return DiceCELoss(sigmoid=True)
+    if name == "tversky":
+        tversky, bce = TverskyLoss(sigmoid=True, alpha=0.3, beta=0.7), nn.BCEWithLogitsLoss()
+        return _Sum(tversky, bce)
+    raise ValueError(f"unknown mask loss {name!r}; choose dice_ce or tversky")
+
+
+class _Sum(nn.Module):
+    """The sum of losses of the same inputs."""
+
+    def __init__(self, *losses: nn.Module) -> None:
+        super().__init__()
+        self.losses = nn.ModuleList(losses)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum((loss(logits, target) for loss in self.losses), torch.zeros((), device=logits.device))

@@ -59,7 +59,12 @@ def train(cfg: TrainConfig) -> Path:
     val_loader = None if cfg.all_patients else torch.utils.data.DataLoader(SliceDataset(cache, val_idx), batch_size=64)
 
     module = SliceModule(
-        cfg.arch, lr=cfg.lr, class_weights=class_weights.tolist(), pretrained=cfg.pretrained, size=size
+        cfg.arch,
+        lr=cfg.lr,
+        class_weights=class_weights.tolist(),
+        pretrained=cfg.pretrained,
+        size=size,
+        seg_loss=cfg.seg_loss,
     )
     if cfg.init:
         initialise(module.net, cfg, [r for r in kept if split[r.id] == "val"])
