@@ -26,7 +26,7 @@ from braintumor.data.patient_keys import trained_groups
 from braintumor.data.splits import group_of
 from braintumor.errors import ModelFolderError
 from braintumor.evaluation.metrics import dice
-from braintumor.inference import Analyzer
+from braintumor.inference import Analyzer, Failure
 from conftest import csv_rows
 
 
@@ -199,4 +199,4 @@ def test_batch_keeps_input_order_around_errors(analyzer, dev512, tmp_path):
     sources = [images[0], bad, images[1], images[2]]
     results = list(analyzer.analyze_many(sources, batch_size=2))
     assert [r.file for r in results] == [str(p) for p in sources]
-    assert [r.error is None for r in results] == [True, False, True, True]
+    assert [isinstance(r, Failure) for r in results] == [False, True, False, False]

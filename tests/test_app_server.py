@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from braintumor.app.views import MAX_UPLOAD_MB, MEMBERS_ENV, MODEL_ENV
+from braintumor.bundle import ENSEMBLE_DIR
 from braintumor.commands.app import command, run
 from braintumor.commands.exposure import exposure_warning, is_loopback
 from conftest import accepts_connections
@@ -50,11 +51,12 @@ def test_run_warns_on_stderr_then_becomes_streamlit(monkeypatch, capsys):
 
     calls = []
     monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
-    run(argparse.Namespace(host="0.0.0.0", port=8599, model=Path("ens"), members=1))
+    run(argparse.Namespace(host="0.0.0.0", port=8599, model=ENSEMBLE_DIR, members=1))
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("braintumor app: warning: --host 0.0.0.0 is not a loopback")
     assert [c[:2] for c in calls] == [(sys.executable, command("0.0.0.0", 8599))]
-    assert calls[0][2][MODEL_ENV] == "ens" and calls[0][2][MEMBERS_ENV] == "1"  # the page's model, through the env
+    env = calls[0][2]
+    assert env[MODEL_ENV] == str(ENSEMBLE_DIR) and env[MEMBERS_ENV] == "1"  # the page's model, through the env
     flags = dict(zip(calls[0][1][5::2], calls[0][1][6::2], strict=True))  # after: python -m streamlit run page.py
     assert flags["--client.toolbarMode"] == "viewer" and flags["--browser.gatherUsageStats"] == "false"
     assert ShowErrorDetailsConfigOptions(flags["--client.showErrorDetails"]) == ShowErrorDetailsConfigOptions.NONE

@@ -158,6 +158,20 @@ def test_evaluate_scores_a_classification_only_folder(trained, tiny_data, tmp_pa
     assert "no predicted outline" in (out / "gallery" / "gallery.md").read_text()
 
 
+def test_a_classification_only_model_answers_with_a_type_and_no_mask(trained):
+    from braintumor.imageio import Scan
+    from braintumor.inference import Analyzer, Classification, Segmentation
+
+    _, folder = trained
+    pixels = np.random.default_rng(1).normal(40, 10, (40, 50)).astype(np.float32)
+    (result,) = Analyzer(folder).analyze_scans([Scan(pixels, "a.png", spacing_mm=(0.5, 0.5), spacing_source="file")])
+    assert isinstance(result, Classification) and not isinstance(result, Segmentation)
+    assert result.label in result.probabilities and sum(result.probabilities.values()) == pytest.approx(1, abs=1e-4)
+    row = result.row()
+    assert row["label"] == result.label and row["tumor_pixels"] is None and row["area_cm2"] is None
+    assert any("segmentation: not produced" in w for w in result.warnings)
+
+
 @pytest.mark.slow
 def test_cross_validation_of_a_classifier(tiny_data, tmp_path, capsys):
     out = tmp_path / "cv"

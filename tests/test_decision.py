@@ -41,7 +41,7 @@ def test_a_no_tumor_answer_has_no_outline_and_says_what_it_dismissed(monkeypatch
         prob = np.zeros((len(batch), 1, side, side), np.float32)
         prob[:, 0, 10:16, 10:16] = 0.9  # 36 px: below the confident-region size, above noise
         probs = np.tile(np.array([[0.02, 0.02, 0.01, 0.95]], np.float32), (len(batch), 1))
-        return [[prob, probs]]
+        return [{"mask_prob": prob, "class_prob": probs}]
 
     monkeypatch.setattr(analyzer, "run_members", run_members)
     yy, xx = np.mgrid[:256, :256]

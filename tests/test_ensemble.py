@@ -171,7 +171,7 @@ def test_members_naming_different_types_raise_a_warning(ensemble):
     def disagreeing(batch):
         runs = before(batch)
         for k, run in enumerate(runs):  # member k is sure of class k
-            run[1] = np.tile(np.eye(4, dtype=np.float32)[k], (len(batch), 1))
+            run["class_prob"] = np.tile(np.eye(4, dtype=np.float32)[k], (len(batch), 1))
         return runs
 
     analyzer.run_members = disagreeing  # type: ignore[method-assign]

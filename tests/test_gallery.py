@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from braintumor.evaluation.gallery import (
     markdown,
     write_gallery,
 )
+from braintumor.inference import Segmentation
 from braintumor.inference.render import EXPERT_RGB, PREDICTED_RGB
 from conftest import csv_rows
 
@@ -124,7 +124,17 @@ class OffsetAnalyzer:
     def analyze_scans(self, scans):
         mask = np.zeros(scans[0].shape, np.uint8)
         mask[16:30, 18:32] = 1
-        return [SimpleNamespace(mask=mask)]
+        return [
+            Segmentation(
+                file=scans[0].name,
+                scan=scans[0],
+                spacing_mm=None,
+                spacing_source="unknown",
+                mask=mask,
+                tumor_pixels=int(mask.sum()),
+                area_cm2=None,
+            )
+        ]
 
 
 def test_gallery_picture_draws_both_outlines(tiny_data, tmp_path):

@@ -16,9 +16,8 @@ from braintumor.commands.analyze import Outputs
 from braintumor.imageio import load_scan
 from braintumor.imageio.dicom_seg import PATIENT_STUDY
 from braintumor.imageio.writers import MASK_WRITERS, MaskError, mask_description, mask_writer
-from braintumor.inference import Analyzer
+from braintumor.inference import Analysis, Analyzer
 from braintumor.inference.analyzer import Outputs as NetworkOutputs
-from braintumor.inference.analyzer import Result
 from conftest import png_bytes, write_dicom
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -104,12 +103,15 @@ def blob_forward(self: Analyzer, batch: np.ndarray) -> NetworkOutputs:
 def _write(out: Path, path: Path, mask: np.ndarray, slice_index: int | None = None) -> dict:
     """Outputs of one result with ``mask`` (as the analyzer would give it); returns its results.csv row."""
     scan = load_scan(path, slice_index=slice_index)
-    result = Result(
+    result = Analysis(
         file=scan.name,
         label="glioma",
         probabilities={"glioma": 0.9, "meningioma": 0.05, "pituitary": 0.03, "notumor": 0.02},
         mask=mask,
         tumor_pixels=int(mask.sum()),
+        area_cm2=None,
+        spacing_mm=None,
+        spacing_source="unknown",
         scan=scan,
     )
     outputs = Outputs(out, "none", append=False, workers=1)

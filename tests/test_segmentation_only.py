@@ -1,5 +1,6 @@
-"""The segmentation-only reference (seed_unet): a tiny training run writes a checksummed ONNX graph, the Segmenter
-outlines without a tumor type, and ``evaluate`` scores the masks with every classification figure absent."""
+"""The segmentation-only reference (seed_unet): a tiny training run writes a checksummed ONNX graph, the runner
+answers with a ``Segmentation`` (an outline, no tumor type), and ``evaluate`` scores the masks with every
+classification figure absent."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from braintumor.bundle import ModelFolderError
 from braintumor.cli import main
 from braintumor.imageio import Scan
-from braintumor.inference import Segmenter, load_model
+from braintumor.inference import Analyzer, Classification, Segmentation
 from braintumor.training.run import TrainConfig, train
 from conftest import csv_rows
 
@@ -57,21 +59,39 @@ def test_one_epoch_writes_a_checksummed_mask_graph(seed_unet):
     assert mask_prob.shape == (3, 1, 32, 32) and np.allclose(mask_prob, torch.sigmoid(logits).numpy(), atol=1e-5)
 
 
-def test_the_segmenter_outlines_without_a_tumor_type(seed_unet):
-    segmenter = load_model(seed_unet)
-    assert isinstance(segmenter, Segmenter) and not segmenter.is_unfamiliar(None)
+def test_a_segmentation_only_model_outlines_without_a_tumor_type(seed_unet):
+    segmenter = Analyzer(seed_unet)
+    assert not segmenter.is_unfamiliar(None)
     pixels = np.random.default_rng(1).normal(40, 10, (40, 50)).astype(np.float32)
     pixels[10:20, 20:30] += 150
     known, unknown = segmenter.analyze_scans(
         [Scan(pixels, "a.png", spacing_mm=(0.5, 0.5), spacing_source="file"), Scan(pixels[:30], "b.png")]
     )
-    assert known.mask is not None and known.mask.shape == (40, 50) and known.mask.dtype == np.uint8
-    assert unknown.mask is not None and unknown.mask.shape == (30, 50)
-    assert known.label is None and known.probabilities == {} and known.confidence is None
+    assert isinstance(known, Segmentation) and isinstance(unknown, Segmentation)
+    assert not isinstance(known, Classification) and not hasattr(known, "label")
+    assert known.mask.shape == (40, 50) and known.mask.dtype == np.uint8 and unknown.mask.shape == (30, 50)
     assert known.tumor_pixels == int(known.mask.sum()) and known.area_cm2 == pytest.approx(known.tumor_pixels / 400)
     assert unknown.area_cm2 is None and any("spacing unknown" in w for w in unknown.warnings)
     assert any("tumor type: not produced" in w for w in known.warnings)
-    assert known.row()["label"] is None and known.row()["p_glioma"] is None
+    assert known.row()["label"] is None and known.row()["p_glioma"] is None and known.row()["confidence"] is None
+
+
+def test_analyze_and_the_page_with_a_segmentation_only_model(seed_unet, tmp_path, capsys):
+    """``analyze --model`` gives what the model's task produces (an area, no type); the page and the API, built
+    for a type and an outline, refuse the folder in one line."""
+    from PIL import Image
+
+    from braintumor.serve import create_app
+
+    pixels = np.random.default_rng(1).normal(40, 10, (40, 50)).clip(0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    code = main(["analyze", str(tmp_path / "a.png"), "--model", str(seed_unet), "--spacing-mm", "0.5"])
+    line = capsys.readouterr().out
+    assert code == 0 and line.startswith("a.png: area ") and "tumor type: not produced" in line
+    assert main(["app", "--model", str(seed_unet)]) == 2
+    assert "a segmentation model; the page shows a type and an outline" in capsys.readouterr().err
+    with pytest.raises(ModelFolderError, match="the API serves a model that outlines and classifies"):
+        create_app(Analyzer(seed_unet))
 
 
 def test_evaluate_scores_a_segmentation_only_folder(seed_unet, tiny_data, tmp_path, capsys):
@@ -110,7 +130,7 @@ def test_the_segmenter_reads_its_post_processing_from_the_card(seed_unet, tmp_pa
     card = json.loads((folder / "card.json").read_text())
     card["postprocessing"] = {"threshold": 0.4, "min_component_fraction": 1.0, "fill_holes": True}
     (folder / "card.json").write_text(json.dumps(card))
-    segmenter = load_model(folder)
+    segmenter = Analyzer(folder)
     assert segmenter.postprocessing == Postprocessing(0.4, 1.0, True)
     two = np.zeros((40, 50), dtype=np.float32)
     two[5:15, 5:15], two[30:33, 40:43] = 0.9, 0.9  # a region and a speck: only the largest is kept

@@ -24,11 +24,19 @@ import pytest
 from fastapi.testclient import TestClient
 
 from braintumor.app.views import MAX_UPLOAD_MB
-from braintumor.bundle import CARD, DEFAULT_MODEL_DIR, SINGLE_MODEL_DIR, ModelCard, read_card, sha256, to_json
+from braintumor.bundle import (
+    CARD,
+    DEFAULT_MODEL_DIR,
+    SINGLE_MODEL_DIR,
+    ModelCard,
+    read_card,
+    sha256,
+    to_json,
+)
 from braintumor.errors import ScanError
 from braintumor.imageio import load_scan
 from braintumor.imageio.writers import MASK_KINDS
-from braintumor.inference import Analyzer, Result
+from braintumor.inference import Analysis, Analyzer, Result
 from braintumor.serve import create_app
 from braintumor.serve.api import MASK_KINDS_ACCEPTED, MAX_UPLOAD_BYTES, RETRY_AFTER_S
 from conftest import DEV512, accepts_connections, png_bytes, write_dicom
@@ -243,7 +251,17 @@ class Blocking:
     def analyze(self, data, spacing_mm=None, name=None) -> Result:
         self.started.set()
         assert self.release.wait(30)
-        return Result(file=name, label="glioma", probabilities={"glioma": 1.0})
+        return Analysis(
+            file=name,
+            scan=data,
+            spacing_mm=None,
+            spacing_source="unknown",
+            label="glioma",
+            probabilities={"glioma": 1.0},
+            mask=np.zeros(data.shape, np.uint8),
+            tumor_pixels=0,
+            area_cm2=None,
+        )
 
 
 def test_busy_server_without_a_queue_answers_503_with_retry_after():

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from braintumor.bundle import Task
 from braintumor.errors import ScanError
 from braintumor.imageio import load_scan, series
 from braintumor.imageio.scan import Scan, area_cm2
 from braintumor.imageio.series import Volume, read_series, read_volume
-from braintumor.inference import Result
+from braintumor.inference import Analysis, Result
 from braintumor.inference.volume import VolumeResult, measure, rano_diameters
 from conftest import png_bytes, write_dicom
 
@@ -56,6 +57,9 @@ class ThresholdAnalyzer:
     """Stands in for ``Analyzer``: the mask is ``pixels > t``; a slice with tumor says glioma, one without notumor.
     ``probabilities`` (a function of the scan) and ``warn`` (per-slice warnings) can be replaced."""
 
+    task = Task.SEGMENT_AND_CLASSIFY
+    model_dir = Path("threshold")
+
     def __init__(self, t: float = THRESHOLD, probabilities=None, warn=None):
         self.t, self.batches = t, []
         self.probabilities = probabilities or (
@@ -75,7 +79,7 @@ class ThresholdAnalyzer:
             n = int(mask.sum())
             p = self.probabilities(scan, n)
             out.append(
-                Result(
+                Analysis(
                     file=scan.name,
                     label=max(p, key=p.__getitem__),
                     probabilities=p,

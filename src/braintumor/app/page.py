@@ -33,6 +33,7 @@ from braintumor.app.views import (
     results_csv,
     with_expert,
 )
+from braintumor.bundle import Task
 from braintumor.inference import Analyzer
 
 if TYPE_CHECKING:  # torch is optional: Grad-CAM needs the 'train' extra
@@ -60,7 +61,11 @@ def enforce_options() -> None:
 def analyzer() -> Analyzer:
     """One model per process, shared by every session: the shipped one, or ``braintumor app --model``'s."""
     members = os.environ.get(MEMBERS_ENV)
-    return Analyzer.load(os.environ.get(MODEL_ENV) or None, members=int(members) if members else None)
+    return Analyzer.load(
+        os.environ.get(MODEL_ENV) or None,
+        members=int(members) if members else None,
+        needs=Task.SEGMENT_AND_CLASSIFY,  # the page shows a type and an outline
+    )
 
 
 @st.cache_resource(show_spinner="Loading Grad-CAM…")

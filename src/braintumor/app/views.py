@@ -28,9 +28,10 @@ from braintumor.imageio.limits import MAX_UPLOAD_BYTES
 from braintumor.imageio.registry import suffix_of
 from braintumor.imageio.series import Volume
 from braintumor.imageio.writers import MASK_WRITERS, MaskError, mask_description, mask_writer, volume_masks
-from braintumor.inference import Analyzer, Result
+from braintumor.inference import Analysis, Analyzer, Failure, Segmentation
 from braintumor.inference.render import boundary, caption_of, display_gray, heatmap, montage, overlay
-from braintumor.inference.table import COLUMNS, VOLUME_COLUMNS, csv_row, volume_csv_row
+from braintumor.inference.results import COLUMNS
+from braintumor.inference.table import VOLUME_COLUMNS, csv_row, volume_csv_row
 from braintumor.inference.volume import VolumeResult, measure
 
 if TYPE_CHECKING:  # torch is optional: Grad-CAM needs the 'train' extra
@@ -108,10 +109,9 @@ class Comparison:
         )
 
 
-def compare(result: Result, data: bytes, name: str) -> Comparison:
+def compare(result: Analysis, data: bytes, name: str) -> Comparison:
     """Score ``result`` against an expert mask file of the same size (read like any scan, a volume at the scan's
     slice; nonzero = tumor)."""
-    assert result.scan is not None and result.mask is not None, "only a result without an error can be compared"
     index = result.scan.slice_index if result.scan.n_slices > 1 else None
     expert = load_scan(data, name=name, slice_index=index).pixels > 0
     if expert.shape != result.mask.shape:
@@ -154,16 +154,16 @@ class Download:
 class View:
     name: str
     error: str | None = None
-    result: Result | None = None
+    result: Analysis | None = None
     scan: Scan | None = None
     comparison: Comparison | None = None
     comparison_error: str | None = None  # an unusable expert mask; the scan's own result still stands
 
     # The pictures, mask and JSON exist only for a view without an error (the page draws no others).
     @property
-    def analysed(self) -> tuple[Result, Scan, np.ndarray]:
+    def analysed(self) -> tuple[Analysis, Scan, np.ndarray]:
         """The result, scan and mask of a view without an error."""
-        assert self.result is not None and self.scan is not None and self.result.mask is not None, self.error
+        assert self.result is not None and self.scan is not None, self.error
         return self.result, self.scan, self.result.mask
 
     def png(self, image: Image.Image) -> bytes:
@@ -240,11 +240,18 @@ def analyze_upload(
     """Read and analyse one upload; any problem becomes ``View.error`` (the page keeps working)."""
     try:
         scan = load_scan(data, name=name, slice_index=slice_index)
-        return View(name=name, result=analyzer.analyze(scan, spacing_mm=spacing_mm), scan=scan)
+        return View(name=name, result=analysis(analyzer, scan, spacing_mm), scan=scan)
     except ScanError as err:
         return View(name=name, error=err.reason)
     except Exception as err:  # the page must survive anything a file can do
         return View(name=name, error=f"could not analyse this file ({type(err).__name__})")
+
+
+def analysis(analyzer: Analyzer, scan: Scan, spacing_mm: float | None = None) -> Analysis:
+    """The page's answer for a scan: type and outline (``page.analyzer`` loads only models that give both)."""
+    result = analyzer.analyze(scan, spacing_mm=spacing_mm)
+    assert isinstance(result, Analysis), f"the page needs a model that outlines and classifies, not {analyzer.task}"
+    return result
 
 
 def with_expert(view: View, data: bytes, name: str) -> View:
@@ -261,14 +268,14 @@ def with_expert(view: View, data: bytes, name: str) -> View:
 def analyze_example(analyzer: Analyzer, example: Example) -> View:
     """A shipped example at its dataset's published pixel size, compared with its expert mask."""
     scan = load_scan(example.image).with_spacing(example.spacing_mm, "the dataset's published acquisition")
-    view = View(name=example.image.name, result=analyzer.analyze(scan), scan=scan)
+    view = View(name=example.image.name, result=analysis(analyzer, scan), scan=scan)
     return with_expert(view, example.mask.read_bytes(), example.mask.name)
 
 
 def gradcam_image(explainer: Explainer, view: View) -> Image.Image:
     result, scan, _ = view.analysed
-    label = result.label  # the reported type, explained by every network (an ensemble's mean map)
-    return heatmap(scan.pixels, explainer.explain(scan, None if label is None else explainer.card.classes.index(label)))
+    # the reported type, explained by every network (an ensemble's mean map)
+    return heatmap(scan.pixels, explainer.explain(scan, explainer.card.classes.index(result.label)))
 
 
 def results_csv(views: list[View]) -> str:
@@ -277,14 +284,11 @@ def results_csv(views: list[View]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
     for v in views:
-        row = (
-            v.result.row() if v.result else {**dict.fromkeys(COLUMNS), "file": v.name, "warnings": [], "error": v.error}
-        )
-        writer.writerow(csv_row(row))
+        writer.writerow(csv_row((v.result or Failure(file=v.name, error=v.error or "not analysed")).row()))
     return buffer.getvalue()
 
 
-def probabilities_table(result: Result) -> dict[str, list[str] | list[float]]:
+def probabilities_table(result: Analysis) -> dict[str, list[str] | list[float]]:
     return {"class": list(result.probabilities), "probability": [round(p, 4) for p in result.probabilities.values()]}
 
 
@@ -356,13 +360,12 @@ class VolumeView:
         r = self.measured[1]
         return (r.largest_slice if r.largest_slice is not None else r.n_slices // 2) + 1
 
-    def slice_result(self, number: int) -> Result:
+    def slice_result(self, number: int) -> Segmentation:
         return self.measured[1].results[number - 1]
 
     def slice_image(self, number: int) -> Image.Image:
         """Slice ``number`` (from 1) with its red outline."""
         r = self.slice_result(number)
-        assert r.scan is not None and r.mask is not None, "every slice of a measured volume was analysed"
         return overlay(r.scan.pixels, r.mask)
 
     def slice_area_text(self, number: int) -> str:

@@ -14,14 +14,15 @@ from tqdm import tqdm
 
 from braintumor.errors import OptionError, ScanError
 from braintumor.imageio.registry import SUPPORTED_SUFFIXES, suffix_of
+from braintumor.inference.results import COLUMNS, Classification, Failure, Result, Segmentation
 from braintumor.inference.runtime import NO_AREA
-from braintumor.inference.table import COLUMNS, VOLUME_COLUMNS, csv_row, volume_csv_row
+from braintumor.inference.table import VOLUME_COLUMNS, csv_row, volume_csv_row
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from braintumor.imageio.series import Volume
-    from braintumor.inference.analyzer import Analyzer, Result
+    from braintumor.inference.analyzer import Analyzer
     from braintumor.inference.volume import VolumeResult
 
 
@@ -38,19 +39,30 @@ def expand(inputs: list[Path]) -> list[Path]:
 
 
 def text_line(result: Result) -> str:
-    if result.error:
+    """One image in a line: type and confidence, area (what the model's task gives), warnings; or the error."""
+    if isinstance(result, Failure):
         return f"{result.file}: ERROR {result.error}"
-    area = (
-        NO_AREA
-        if result.area_cm2 is None or result.spacing_mm is None  # an area is computed only from a spacing
-        else (
-            f"area {result.area_cm2:.2f} cm² ({result.tumor_pixels} px at {result.spacing_mm[0]:g}×"
-            f"{result.spacing_mm[1]:g} mm, {result.spacing_source})"
+    said = []
+    if isinstance(result, Classification):
+        said.append(f"{result.label} ({result.confidence:.1%})")
+    if isinstance(result, Segmentation):
+        said.append(
+            NO_AREA
+            if result.area_cm2 is None or result.spacing_mm is None  # an area is computed only from a spacing
+            else (
+                f"area {result.area_cm2:.2f} cm² ({result.tumor_pixels} px at {result.spacing_mm[0]:g}×"
+                f"{result.spacing_mm[1]:g} mm, {result.spacing_source})"
+            )
         )
-    )
-    spread = "" if result.uncertainty is None else f", outline uncertainty {result.uncertainty:.3f}"
+        if result.uncertainty is not None:
+            said[-1] += f", outline uncertainty {result.uncertainty:.3f}"
     warn = f"  [{'; '.join(result.warnings)}]" if result.warnings else ""
-    return f"{result.file}: {result.label} ({result.confidence:.1%}), {area}{spread}{warn}"
+    return f"{result.file}: {', '.join(said)}{warn}"
+
+
+def _said_type(result: Result) -> tuple[str | None, float | None]:
+    """The type and confidence a mask file describes itself by (none from a segmentation-only model)."""
+    return (result.label, result.confidence) if isinstance(result, Classification) else (None, None)
 
 
 def volume_line(result: VolumeResult) -> str:
@@ -127,11 +139,11 @@ class Outputs:
         self.pending: deque[tuple[dict[str, Any], Future[list[str]] | None]] = deque()
 
     def add(self, result: Result, row: dict[str, Any], stem: str) -> None:
-        job = self.pool.submit(self._write_files, result, stem) if not result.error else None
+        job = self.pool.submit(self._write_files, result, stem) if isinstance(result, Segmentation) else None
         self.pending.append((row, job))
         self._flush(block=len(self.pending) > 4 * self.workers)  # bounded: results hold their images
 
-    def _write_files(self, result: Result, stem: str) -> list[str]:
+    def _write_files(self, result: Segmentation, stem: str) -> list[str]:
         """The PNG mask and overlay, plus the mask in the source's own format (DICOM SEG, NIfTI) so imaging
         tools overlay it on the scan; returns warnings for the row (why no SEG could be written)."""
         from PIL import Image
@@ -139,7 +151,6 @@ class Outputs:
         from braintumor.imageio.writers import MaskError, mask_description, mask_writer
         from braintumor.inference.render import caption_of, overlay
 
-        assert result.mask is not None and result.scan is not None, "add() writes files only for analysed results"
         Image.fromarray(result.mask * 255).save(self.out / "masks" / f"{stem}.png", compress_level=1)
         if self.overlay_format != "none":
             image = overlay(result.scan.pixels, result.mask, caption_of(result))
@@ -155,7 +166,7 @@ class Outputs:
             writer.write(
                 result.scan,
                 result.mask,
-                mask_description(result.label, result.confidence),
+                mask_description(*_said_type(result)),
                 self.out / writer.folder / f"{stem}{writer.suffix}",
             )
         except MaskError as err:  # the PNG mask stands; the row says why there is no SEG
@@ -244,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
             for result in analyzer.analyze_many(slices, spacing_mm=args.spacing_mm, batch_size=args.batch_size):
                 bar.update(1)
                 analysed += 1
-                failed += result.error is not None
+                failed += isinstance(result, Failure)
                 row = result.row()
                 tqdm.write(json.dumps(row) if args.json else text_line(result), file=sys.stdout)
                 if outputs:

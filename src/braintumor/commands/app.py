@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from braintumor.app.views import MEMBERS_ENV, MODEL_ENV, STREAMLIT_OPTIONS
+from braintumor.bundle import ModelFolderError, Task, read_card
 from braintumor.commands.exposure import exposure_warning
 from braintumor.errors import MissingExtra
 
@@ -36,6 +37,8 @@ def run(args: argparse.Namespace) -> NoReturn:
 
     if importlib.util.find_spec("streamlit") is None:
         raise MissingExtra("streamlit", "not installed; the web page needs it: pip install 'braintumor[app]'")
+    if args.model and (task := read_card(args.model).task) is not Task.SEGMENT_AND_CLASSIFY:
+        raise ModelFolderError(str(args.model), f"a {task.value} model; the page shows a type and an outline")
     warning = exposure_warning(args.host)
     if warning:
         print(warning, file=sys.stderr)

@@ -5,12 +5,12 @@ import argparse
 from braintumor.evaluation.evaluate import check_requirements, evaluate, summarise
 from braintumor.evaluation.gallery import write_gallery
 from braintumor.evaluation.report import classification_summary, segmentation_summary, write_report
-from braintumor.inference import load_model
+from braintumor.inference import Analyzer
 
 
 def run(args: argparse.Namespace) -> int:
     check_requirements()  # before any prediction: a missing plotting library must not cost a whole run
-    analyzer = load_model(args.model, args.members)  # the Analyzer, the Classifier or the Segmenter: the card's task
+    analyzer = Analyzer.load(args.model, members=args.members)  # scores what the card's task produces
     outcomes, described = evaluate(args.data, analyzer, split=args.split)
     report = summarise(outcomes, n_boot=args.bootstrap)
     write_report(report, outcomes, args.out, described, *analyzer.described)

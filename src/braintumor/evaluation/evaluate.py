@@ -21,11 +21,12 @@ from braintumor.data.patient_keys import trained_groups
 from braintumor.data.splits import group_of
 from braintumor.errors import DatasetError, ScanError
 from braintumor.evaluation import metrics as M
+from braintumor.inference.results import Answer, Classification, Segmentation
 
-if TYPE_CHECKING:  # evaluation is upstream of inference: the Analyzer (Classifier, Segmenter) is only passed in
+if TYPE_CHECKING:  # the Analyzer is passed in: evaluation never loads a model itself
     from braintumor.bundle import Training
     from braintumor.imageio import Scan
-    from braintumor.inference import Analyzer, Classifier, Segmenter
+    from braintumor.inference import Analyzer
 
 
 @dataclass
@@ -118,7 +119,7 @@ def check_requirements() -> None:
 
 
 def evaluate(
-    data: str | Path, analyzer: Analyzer | Classifier | Segmenter, split: str = "unseen", progress: bool = True
+    data: str | Path, analyzer: Analyzer, split: str = "unseen", progress: bool = True
 ) -> tuple[list[SliceOutcome], str]:
     """One outcome per row of the split; a classification-only model (no mask) gets no segmentation figures, a
     segmentation-only model (no class) no classification figures."""
@@ -132,10 +133,12 @@ def evaluate(
             outcomes.append(SliceOutcome(r, true, None, None, error=str(err)))
             continue
         result = analyzer.analyze_scans([scan])[0]
+        assert isinstance(result, Answer), "analyze_scans raises on a file it cannot read"
         ood_warned = None if analyzer.ood_threshold is None else analyzer.is_unfamiliar(result.ood_score)
-        outcomes.append(
-            outcome(r, truth, spacing_of(r, scan), result.label, result.probabilities, result.mask, ood_warned)
-        )
+        typed = result if isinstance(result, Classification) else None
+        label, probabilities = (typed.label, typed.probabilities) if typed else (None, {})
+        mask = result.mask if isinstance(result, Segmentation) else None
+        outcomes.append(outcome(r, truth, spacing_of(r, scan), label, probabilities, mask, ood_warned))
     return outcomes, described
 
 

@@ -24,9 +24,10 @@ from braintumor.errors import OutputError
 from braintumor.evaluation.evaluate import SliceOutcome
 from braintumor.inference.render import EXPERT_RGB, PREDICTED_RGB, display_gray
 from braintumor.inference.render import font as caption_font
+from braintumor.inference.results import Segmentation
 
 if TYPE_CHECKING:
-    from braintumor.inference import Analyzer, Classifier, Segmenter
+    from braintumor.inference import Analyzer
 
 RGB = tuple[int, int, int]
 WHITE = (255, 255, 255)
@@ -46,7 +47,7 @@ class Item:
     outcome: SliceOutcome
 
 
-def write_gallery(outcomes: list[SliceOutcome], analyzer: Analyzer | Classifier | Segmenter, out: Path) -> None:
+def write_gallery(outcomes: list[SliceOutcome], analyzer: Analyzer, out: Path) -> None:
     """Called after report.json is written: a drawing failure says so and never costs the figures."""
     try:
         _write(outcomes, analyzer, out)
@@ -58,7 +59,7 @@ def write_gallery(outcomes: list[SliceOutcome], analyzer: Analyzer | Classifier 
         ) from err
 
 
-def _write(outcomes: list[SliceOutcome], analyzer: Analyzer | Classifier | Segmenter, out: Path) -> None:
+def _write(outcomes: list[SliceOutcome], analyzer: Analyzer, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):  # a rerun must not leave the last run's pictures beside this run's
         old.unlink()
@@ -71,16 +72,12 @@ def _write(outcomes: list[SliceOutcome], analyzer: Analyzer | Classifier | Segme
     (out / "gallery.md").write_text(markdown(items, credit, segmented, classified))
 
 
-def _save_item(item: Item, analyzer: Analyzer | Classifier | Segmenter, credit: str | None, path: Path) -> None:
+def _save_item(item: Item, analyzer: Analyzer, credit: str | None, path: Path) -> None:
     """The picture, its caption also as PNG text (alt text; the montage re-sets it small)."""
     scan, truth = load_record(item.outcome.record)
-    predicted = (
-        analyzer.analyze_scans([scan])[0].mask  # as evaluate called it: the outline that was scored
-        if item.outcome.segmented
-        else None
-    )
-    if predicted is None:  # a classification-only model draws no outline
-        predicted = np.zeros(scan.shape, np.uint8)
+    result = analyzer.analyze_scans([scan])[0]  # as evaluate called it: the outline that was scored
+    # a classification-only model draws no outline
+    predicted = result.mask if isinstance(result, Segmentation) else np.zeros(scan.shape, np.uint8)
     text = caption(item.outcome)
     info = PngInfo()
     info.add_text("Title", item.title)

@@ -19,10 +19,11 @@ from braintumor.data import load_record, read_manifest
 from braintumor.errors import ScanError
 from braintumor.evaluation import metrics as M
 from braintumor.evaluation.evaluate import select_rows
+from braintumor.inference.results import Analysis
 from braintumor.preprocessing.shifts import SHIFTS
 
-if TYPE_CHECKING:  # evaluation is upstream of inference: an Analyzer is only passed in
-    from braintumor.inference import Analyzer, Result
+if TYPE_CHECKING:  # an Analyzer is only passed in
+    from braintumor.inference import Analyzer
 
 COLUMNS = (
     "shift",
@@ -59,18 +60,18 @@ def shift_table(
     rows = []
     for name, shift in tqdm(chosen.items(), desc="shifts", disable=not progress, leave=False):
         rng = np.random.default_rng(seed)
-        outcomes: list[tuple[str, Result, float]] = []
+        outcomes: list[tuple[str, Analysis, float]] = []
         for r, scan, truth in slices:
             pixels, mask = (scan.pixels, truth) if shift is None else shift(scan.pixels, truth, rng)
             # a spacing, so that "warned" counts only warnings about the result (1 mm where the row has none)
             result = analyzer.analyze_scans([replace(scan, pixels=pixels, mask=None)], r.spacing_mm or 1.0)[0]
-            assert result.mask is not None  # analyze_scans raises rather than return an error result
+            assert isinstance(result, Analysis), "the shift table needs a model that outlines and classifies"
             outcomes.append((r.label, result, M.dice(result.mask, mask > 0)))
         rows.append(_row(name, outcomes))
     return rows, f"{len(slices)} tumor slices of {described}"
 
 
-def _row(name: str, outcomes: list[tuple[str, Result, float]]) -> dict[str, Any]:
+def _row(name: str, outcomes: list[tuple[str, Analysis, float]]) -> dict[str, Any]:
     labels = np.array([label for label, _, _ in outcomes])
     called_none = np.array([r.label == "notumor" for _, r, _ in outcomes])
     warned = np.array([bool(r.warnings) for _, r, _ in outcomes])

@@ -48,6 +48,8 @@ def network_outputs(
             kept.append(r)
         if inputs:
             _, p, f = analyzer.network(np.stack(inputs)[:, None])
+            if p is None:
+                raise ScanError(str(analyzer.model_dir), "a segmentation-only model has no type to calibrate")
             if f is None:
                 raise ScanError(
                     str(analyzer.model_dir),

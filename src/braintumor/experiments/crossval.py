@@ -28,7 +28,7 @@ from braintumor.training.config import TrainConfig, plan_folds
 from braintumor.training.run import train
 
 if TYPE_CHECKING:  # annotations only: the functions below import inference where they run it
-    from braintumor.inference import Analyzer, Classifier, Segmenter
+    from braintumor.inference import Analyzer
 
 #: report.json keys tabulated per fold (None where a fold has no value)
 METRICS = (
@@ -82,7 +82,7 @@ def cross_validate(base: TrainConfig, n_boot: int = 1000, final: bool = False) -
     ``final``: then choose the post-processing on the out-of-fold predictions, train the recipe on all patients
     (``out/final``) and give that model the chosen post-processing, a calibration cross-fitted from the folds and
     the CV figures as its accuracy estimate."""
-    from braintumor.inference import Analyzer, load_model
+    from braintumor.inference import Analyzer
 
     if final and ARCHITECTURES[base.arch][0] != "segmentation+classification":
         raise OptionError("--final", f"needs a model that outlines and classifies (multitask_unet), not {base.arch}")
@@ -93,19 +93,15 @@ def cross_validate(base: TrainConfig, n_boot: int = 1000, final: bool = False) -
         if not is_model_folder(cfg.out):
             train(replace(cfg, resume=(cfg.out / "checkpoints" / "last.ckpt").is_file()))
         check_fold(cfg)
-    models = [load_model(fold_dir(out, k)) for k in range(base.folds)]
+    models = [Analyzer(fold_dir(out, k)) for k in range(base.folds)]
     _, report = score_folds(base, models, out, n_boot)
     if final:
-        analyzers = [m for m in models if isinstance(m, Analyzer)]
-        assert len(analyzers) == len(models), (
-            "a model that outlines and classifies loads as an Analyzer (checked above)"
-        )
-        return finish(base, analyzers, out, n_boot)
+        return finish(base, models, out, n_boot)
     return report
 
 
 def score_folds(
-    base: TrainConfig, models: Sequence[Analyzer | Classifier | Segmenter], out: Path, n_boot: int
+    base: TrainConfig, models: Sequence[Analyzer], out: Path, n_boot: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Each fold model on its unseen fold, then pooled: ``out``/fold*/eval, ``out``/pooled, cv.csv, cv.md."""
     rows, pooled = [], []

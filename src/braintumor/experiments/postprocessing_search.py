@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from braintumor import CLASSES
-from braintumor.bundle import Postprocessing
+from braintumor.bundle import ModelFolderError, Postprocessing
 from braintumor.data import Record, load_record, read_manifest
 from braintumor.errors import ScanError
 from braintumor.evaluation.evaluate import SliceOutcome, outcome, select_rows, spacing_of, summarise
@@ -59,6 +59,8 @@ def saved_rows(data: str | Path, analyzer: Analyzer, progress: bool = False) -> 
             continue
         x, geometry = to_model_input(scan.pixels, analyzer.size)
         out = analyzer.forward(x[None, None])
+        if out.mask_prob is None or out.class_prob is None:
+            raise ModelFolderError(str(analyzer.model_dir), "the search needs a model that outlines and classifies")
         class_prob, scores = analyzer.calibrated(out.class_prob, out.features)
         ood = None if analyzer.ood_threshold is None else analyzer.is_unfamiliar(scores[0])
         probabilities = {c: float(p) for c, p in zip(analyzer.classes, class_prob[0], strict=True)}

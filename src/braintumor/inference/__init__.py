@@ -1,7 +1,6 @@
 """Analysis of scans with a trained model folder: ONNX Runtime on the CPU, no torch needed."""
 
-from braintumor.inference.analyzer import Analyzer, Result
-from braintumor.inference.classifier import Classifier, load_model
-from braintumor.inference.segmenter import Segmenter
+from braintumor.inference.analyzer import Analyzer
+from braintumor.inference.results import Analysis, Classification, Failure, Result, Segmentation
 
-__all__ = ["Analyzer", "Classifier", "Result", "Segmenter", "load_model"]
+__all__ = ["Analysis", "Analyzer", "Classification", "Failure", "Result", "Segmentation"]

@@ -1,7 +1,9 @@
-"""``Analyzer``: scan → tumor type, probabilities, mask at the scan's size, area in cm², warnings.
+"""``Analyzer``: the one runner. A model folder in, and for each scan what the card's task gives: an
+``Analysis`` (tumor type, mask at the scan's size, area in cm²), a ``Classification`` or a ``Segmentation``
+(``braintumor.inference.results``), with warnings.
 
-Runs the shipped ONNX graph with ONNX Runtime (2–3× faster than eager PyTorch on a laptop CPU and
-without torch's 2 s import); one session per process, safe to share between threads.
+Runs the ONNX graphs with ONNX Runtime (2–3× faster than eager PyTorch on a laptop CPU and without torch's 2 s
+import); one session per network per process, safe to share between threads.
 """
 
 from __future__ import annotations
@@ -10,19 +12,27 @@ import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypedDict, TypeVar
 
 import numpy as np
 
-from braintumor import CLASSES
-from braintumor.bundle import DEFAULT_MODEL_DIR, Postprocessing, Task
+from braintumor.bundle import DEFAULT_MODEL_DIR, ModelFolderError, Postprocessing, Task
 from braintumor.errors import ScanError
 from braintumor.imageio import Scan, load_scan
 from braintumor.imageio.registry import Source
 from braintumor.inference.checks import consistency_warnings, decide, input_warnings
 from braintumor.inference.postprocess import postprocess
+from braintumor.inference.results import (
+    NO_CLASSIFICATION,
+    NO_SEGMENTATION,
+    Analysis,
+    Classification,
+    Failure,
+    Result,
+    Segmentation,
+)
 from braintumor.inference.runtime import OnnxModel, SpacingArg, measured_area, spacing_for
 from braintumor.preprocessing import Geometry, output_to_image, to_model_input
 
@@ -32,83 +42,43 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class Outputs:
-    """The networks' outputs for one batch: the means the result is made of, and every member's (leading axis)."""
+    """The networks' outputs for one batch: the means the result is made of, and every member's (leading axis).
+    A graph without a head has None for it (the task says which)."""
 
-    mask_prob: np.ndarray  # (N, 1, size, size)
-    class_prob: np.ndarray  # (N, classes), before the ensemble's temperature
+    mask_prob: np.ndarray | None  # (N, 1, size, size)
+    class_prob: np.ndarray | None  # (N, classes), before the ensemble's temperature
     features: list[np.ndarray] | None  # each network's pooled encoder features (None: graphs without them)
-    member_masks: np.ndarray  # (members, N, 1, size, size)
-    member_classes: np.ndarray  # (members, N, classes)
+    member_masks: np.ndarray | None  # (members, N, 1, size, size)
+    member_classes: np.ndarray | None  # (members, N, classes)
 
 
-@dataclass
-class Result:
+class _Seen(TypedDict):
+    """What every answer about a read scan has (``results.Answer``'s fields)."""
+
     file: str
-    label: str | None = None
-    probabilities: dict[str, float] = field(default_factory=dict)
-    mask: np.ndarray | None = None  # uint8 0/1 at the input image's size
-    tumor_pixels: int = 0
-    area_cm2: float | None = None  # None when the pixel spacing is unknown: never a made-up number
-    spacing_mm: tuple[float, float] | None = None
-    spacing_source: str = "unknown"
-    ood_score: float | None = None  # how unlike the training images (None: the model has no feature model)
-    # an ensemble's disagreement on the outline: the members' mean pixel-wise standard deviation of the mask
-    # probability inside it (None: one network, or no outline)
-    uncertainty: float | None = None
-    uncertainty_map: np.ndarray | None = None  # that standard deviation per pixel, at the image's size (ensembles)
-    warnings: list[str] = field(default_factory=list)
-    error: str | None = None
-    scan: Scan | None = None
-
-    @property
-    def confidence(self) -> float | None:
-        return self.probabilities.get(self.label) if self.label else None
-
-    @property
-    def contours(self) -> list[np.ndarray]:
-        """Tumor outlines as ``(row, col)`` polygons at the image's pixel coordinates."""
-        if self.mask is None or not self.mask.any():
-            return []
-        from skimage.measure import find_contours
-
-        return [c - 1 for c in find_contours(np.pad(self.mask, 1).astype(np.float32), 0.5)]
-
-    def row(self) -> dict[str, Any]:
-        """The flat record written to results.csv and printed by ``--json`` (same fields)."""
-        p = self.probabilities
-        return {
-            "file": self.file,
-            "label": self.label,
-            "confidence": None if self.confidence is None else round(self.confidence, 4),
-            **{f"p_{c}": (round(p[c], 4) if c in p else None) for c in CLASSES},
-            "tumor_pixels": None if self.error else self.tumor_pixels,
-            "area_cm2": None if self.area_cm2 is None else round(self.area_cm2, 3),
-            "spacing_mm": None if self.spacing_mm is None else [round(s, 4) for s in self.spacing_mm],
-            "spacing_source": None if self.error else self.spacing_source,
-            "ood_score": None if self.ood_score is None else round(self.ood_score, 3),
-            "uncertainty": None if self.uncertainty is None else round(self.uncertainty, 4),
-            "warnings": list(self.warnings),
-            "error": self.error,
-        }
+    scan: Scan
+    spacing_mm: tuple[float, float] | None
+    spacing_source: str
+    ood_score: float | None
+    warnings: list[str]
 
 
 class Analyzer(OnnxModel):
-    """Load once, call ``analyze`` from any thread."""
-
-    task = Task.SEGMENT_AND_CLASSIFY
-    averages_members = True
+    """Load once, call ``analyze`` from any thread. An ensemble folder runs its members and averages them."""
 
     def __init__(
         self, model_dir: str | Path, threads: int | None = None, memory_arena: bool = False, members: int | None = None
     ):
         super().__init__(model_dir, threads, memory_arena, members)
-        assert self.card.postprocessing is not None, "a card that outlines has postprocessing (ModelCard checks)"
-        #: reassignable (a cross-validation search sets it); ``threshold`` follows it
-        self.postprocessing: Postprocessing = self.card.postprocessing
+        #: threshold and mask clean-up of a model that outlines (None: it does not); reassignable (a cross-validation
+        #: sets the one it chose out of fold), ``threshold`` follows it
+        self.postprocessing: Postprocessing | None = self.card.postprocessing
 
     @property
     def threshold(self) -> float:
         """The mask probability threshold, also used by ``decide`` on the network-resolution map."""
+        if self.postprocessing is None:
+            raise ModelFolderError(str(self.model_dir), f"a {self.task.value} model has no mask threshold")
         return self.postprocessing.threshold
 
     @classmethod
@@ -118,9 +88,21 @@ class Analyzer(OnnxModel):
 
     @classmethod
     def load(
-        cls, model_dir: str | Path | None = None, memory_arena: bool = False, members: int | None = None
+        cls,
+        model_dir: str | Path | None = None,
+        memory_arena: bool = False,
+        members: int | None = None,
+        needs: Task | None = None,
     ) -> Analyzer:
-        return cls(model_dir or DEFAULT_MODEL_DIR, memory_arena=memory_arena, members=members)
+        """The model folder (the shipped one when None; an ensemble's first ``members``); ``needs``: the task a
+        caller such as the page or the API is built for, refused with a reason when the folder's differs."""
+        analyzer = cls(model_dir or DEFAULT_MODEL_DIR, memory_arena=memory_arena, members=members)
+        if needs is not None and analyzer.task is not needs:
+            raise ModelFolderError(
+                str(model_dir),
+                f"a {analyzer.task.value} model; this needs a {needs.value} model (type and outline)",
+            )
+        return analyzer
 
     def analyze(
         self,
@@ -143,48 +125,90 @@ class Analyzer(OnnxModel):
     def _run(self, prepared: list[tuple[Scan, np.ndarray, Geometry]], spacing_mm: SpacingArg) -> list[Result]:
         scans, inputs, geometries = zip(*prepared, strict=True)
         out = self.forward(np.stack(inputs)[:, None])
-        class_prob, scores = self.calibrated(out.class_prob, out.features)
-        results = []
-        for i, (s, x, g) in enumerate(zip(scans, inputs, geometries, strict=True)):
-            result = self._result(s, x, g, out.mask_prob[i, 0], class_prob[i], spacing_mm, scores[i])
-            if len(out.member_masks) > 1:
-                self._add_disagreement(result, out.member_masks[:, i, 0], out.member_classes[:, i], g)
+        class_prob: np.ndarray | None = None
+        scores: list[float | None] = [None] * len(scans)
+        if out.class_prob is not None:
+            class_prob, scores = self.calibrated(out.class_prob, out.features)
+        results: list[Result] = []
+        for i, (scan, x, g) in enumerate(zip(scans, inputs, geometries, strict=True)):
+            spacing, source = spacing_for(scan, spacing_mm)
+            seen = _Seen(
+                file=scan.name,
+                scan=scan,
+                spacing_mm=spacing,
+                spacing_source=source,
+                ood_score=scores[i],
+                warnings=input_warnings(scan, x),
+            )
+            mask_prob = None if out.mask_prob is None else out.mask_prob[i, 0]
+            probs = (
+                None if class_prob is None else {c: float(p) for c, p in zip(self.classes, class_prob[i], strict=True)}
+            )
+            result = self._answer(seen, g, mask_prob, probs)
+            if len(self.sessions) > 1:
+                self._add_disagreement(result, out, i, g)
             results.append(result)
         return results
+
+    def _answer(
+        self, seen: _Seen, geometry: Geometry, mask_prob: np.ndarray | None, probabilities: dict[str, float] | None
+    ) -> Classification | Segmentation:
+        """The task's result from one image's outputs (means over an ensemble's members)."""
+        # one read of the post-processing: a concurrent switch never mixes two settings in one result
+        warnings, score, post = seen["warnings"], seen["ood_score"], self.postprocessing
+        if mask_prob is None or post is None:
+            assert probabilities is not None, "every graph has a mask head, a class head or both (the card's task)"
+            label = max(probabilities, key=probabilities.__getitem__)
+            warnings += self.trust_warnings(probabilities, label, score, "the type is")
+            warnings.append(f"{NO_SEGMENTATION}: no outline, no area")
+            return Classification(**seen, label=label, probabilities=probabilities)
+        if probabilities is None:
+            mask = postprocess(output_to_image(mask_prob, geometry), post)
+            warnings.append(f"{NO_CLASSIFICATION}: a segmentation-only model outlines, it does not classify")
+            pixels = int(mask.sum())
+            area = measured_area(pixels, seen["spacing_mm"], warnings)
+            return Segmentation(**seen, mask=mask, tumor_pixels=pixels, area_cm2=area)
+        label, mask, decision_warnings = decision(probabilities, mask_prob, geometry, post)
+        warnings += decision_warnings
+        warnings += self.trust_warnings(probabilities, label, score, "the type, outline and area are")
+        pixels = int(mask.sum())
+        area = measured_area(pixels, seen["spacing_mm"], warnings)
+        return Analysis(**seen, label=label, probabilities=probabilities, mask=mask, tumor_pixels=pixels, area_cm2=area)
 
     def forward(self, batch: np.ndarray) -> Outputs:
         """Every member's outputs for a ``(N, 1, size, size)`` batch and their means."""
         runs = self.run_members(batch)
-        masks = np.stack([r[0] for r in runs])
-        classes = self.member_class_probabilities([r[1] for r in runs])
+        masks = np.stack([r["mask_prob"] for r in runs]) if "mask_prob" in runs[0] else None
+        classes = self.member_class_probabilities([r["class_prob"] for r in runs]) if "class_prob" in runs[0] else None
         # each member has a feature space (and an out-of-distribution model) of its own
-        features = [r[2] for r in runs] if all(len(r) > 2 for r in runs) else None
-        if len(runs) == 1:  # one network: its outputs are the means (no copy on the single-model hot path)
-            return Outputs(masks[0], classes[0], features, masks, classes)
-        return Outputs(masks.mean(axis=0), classes.mean(axis=0), features, masks, classes)
+        features = [r["features"] for r in runs] if all("features" in r for r in runs) else None
+        return Outputs(_mean(masks), _mean(classes), features, masks, classes)
 
-    def network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def network(self, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """The outputs for a ``(N, 1, size, size)`` batch: mask and class probabilities (before calibration; an
-        ensemble's member means) and the first network's pooled features (None for graphs exported without them)."""
+        ensemble's member means; None for a head the graph lacks) and the first network's pooled features (None
+        for graphs exported without them)."""
         out = self.forward(batch)
         return out.mask_prob, out.class_prob, None if out.features is None else out.features[0]
 
-    def _add_disagreement(
-        self, result: Result, member_masks: np.ndarray, member_classes: np.ndarray, geometry: Geometry
-    ) -> None:
+    def _add_disagreement(self, result: Result, out: Outputs, i: int, geometry: Geometry) -> None:
         """An ensemble's uncertainty on the outline (and its map), and a warning when its members name different
         types."""
-        spread = member_masks.std(axis=0)
-        result.uncertainty_map = output_to_image(spread, geometry)
-        inside = member_masks.mean(axis=0) >= self.threshold
-        if inside.any():
-            result.uncertainty = float(spread[inside].mean())
-        votes = Counter(self.classes[k] for k in member_classes.argmax(axis=1))
-        if len(votes) > 1:
-            said = ", ".join(f"{label} {n}" for label, n in votes.most_common())
-            result.warnings.append(
-                f"the ensemble's {len(member_classes)} members disagree on the type ({said}): treat it as uncertain"
-            )
+        if isinstance(result, Segmentation) and out.member_masks is not None:
+            member_masks = out.member_masks[:, i, 0]
+            spread = member_masks.std(axis=0)
+            result.uncertainty_map = output_to_image(spread, geometry)
+            inside = member_masks.mean(axis=0) >= self.threshold
+            if inside.any():
+                result.uncertainty = float(spread[inside].mean())
+        if isinstance(result, Classification) and out.member_classes is not None:
+            member_classes = out.member_classes[:, i]
+            votes = Counter(self.classes[k] for k in member_classes.argmax(axis=1))
+            if len(votes) > 1:
+                said = ", ".join(f"{label} {n}" for label, n in votes.most_common())
+                result.warnings.append(
+                    f"the ensemble's {len(member_classes)} members disagree on the type ({said}): treat it as uncertain"
+                )
 
     def analyze_many(
         self,
@@ -204,7 +228,7 @@ class Analyzer(OnnxModel):
             if isinstance(item, ScanError):
                 yield from self._run(pending, spacing_mm) if pending else ()
                 pending = []
-                yield Result(file=item.name, error=item.reason)
+                yield Failure(file=item.name, error=item.reason)
                 continue
             pending.append(item)
             if len(pending) == batch_size:
@@ -218,38 +242,6 @@ class Analyzer(OnnxModel):
             return self._prepare(source if isinstance(source, Scan) else load_scan(source))
         except ScanError as err:
             return err
-
-    def _result(
-        self,
-        scan: Scan,
-        model_input: np.ndarray,
-        geometry: Geometry,
-        mask_prob: np.ndarray,
-        probs: np.ndarray,
-        spacing_mm: SpacingArg,
-        ood_score: float | None = None,
-    ) -> Result:
-        spacing, source = spacing_for(scan, spacing_mm)
-        probabilities = {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
-        # one read of the post-processing: a concurrent switch never mixes two settings in one result
-        label, mask, decision_warnings = decision(probabilities, mask_prob, geometry, self.postprocessing)
-        pixels = int(mask.sum())
-        warnings = input_warnings(scan, model_input) + decision_warnings
-        warnings += self.trust_warnings(probabilities, label, ood_score, "the type, outline and area are")
-        area = measured_area(pixels, spacing, warnings)
-        return Result(
-            file=scan.name,
-            label=label,
-            probabilities=probabilities,
-            mask=mask,
-            tumor_pixels=pixels,
-            area_cm2=area,
-            spacing_mm=spacing,
-            spacing_source=source,
-            ood_score=None if ood_score is None else float(ood_score),
-            warnings=warnings,
-            scan=scan,
-        )
 
 
 def decision(
@@ -265,6 +257,14 @@ def decision(
     if label == "notumor" and pixels:
         mask = np.zeros_like(mask)
     return label, mask, warnings
+
+
+def _mean(member_outputs: np.ndarray | None) -> np.ndarray | None:
+    """The members' mean of one output (leading axis); one network's output as it is (no copy on the hot path)."""
+    if member_outputs is None:
+        return None
+    mean: np.ndarray = member_outputs[0] if len(member_outputs) == 1 else member_outputs.mean(axis=0)
+    return mean
 
 
 def prefetched(fn: Callable[[T], R], items: Iterable[T], window: int, workers: int) -> Iterator[R]:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from braintumor.inference.results import Classification, Segmentation
 from braintumor.inference.runtime import NO_AREA
 
 if TYPE_CHECKING:
-    from braintumor.inference.analyzer import Result
     from braintumor.inference.volume import VolumeResult
 
 
@@ -107,9 +107,10 @@ def _caption(image: Image.Image, text: str) -> None:
     draw.text((size // 3, size // 3), text, fill=white, font=face)
 
 
-def caption_of(result: Result) -> str:
+def caption_of(result: Segmentation) -> str:
+    """The overlay's caption: type and confidence (a model that classifies), then the area."""
     area = NO_AREA if result.area_cm2 is None else f"area {result.area_cm2:.2f} cm²"
-    return f"{result.label} ({result.confidence:.0%}), {area}"
+    return f"{result.label} ({result.confidence:.0%}), {area}" if isinstance(result, Classification) else area
 
 
 def montage(result: VolumeResult, columns: int = 4, tile: int = 256) -> Image.Image | None:
@@ -120,7 +121,6 @@ def montage(result: VolumeResult, columns: int = 4, tile: int = 256) -> Image.Im
     tiles = []
     for k in result.tumor_slices:
         r = result.results[k]
-        assert r.mask is not None and r.scan is not None, "a tumor slice was analysed"
         area = "" if r.area_cm2 is None else f", {r.area_cm2:.2f} cm²"
         image = overlay(r.scan.pixels, r.mask).convert("RGB")
         image = image.resize((tile, max(1, round(tile * image.height / image.width))))

@@ -1,7 +1,6 @@
 """What every runnable model folder shares: its verified ONNX graphs in ONNX Runtime sessions (one, or one per
 ensemble member), its classes and input size, and its calibration (temperature, out-of-distribution model and
-threshold).  The Analyzer (mask and type), the Classifier (type only) and the Segmenter (mask only) turn the graphs'
-outputs into results."""
+threshold).  The Analyzer turns the graphs' outputs into the results of the card's task."""
 
 from __future__ import annotations
 
@@ -40,12 +39,7 @@ class OnnxModel:
     """Load once; ``session.run`` is safe to share between threads.
 
     An ensemble folder (its card lists members) loads every member's graph, or the first ``members`` of them; the
-    runners average the members' outputs."""
-
-    #: the card's task this runner accepts
-    task: Task
-    #: whether this runner averages an ensemble's members (the reference baselines' runners do not)
-    averages_members = False
+    Analyzer averages the members' outputs."""
 
     def __init__(
         self,
@@ -56,10 +50,8 @@ class OnnxModel:
     ):
         self.model_dir = Path(model_dir)
         self.card = read_card(self.model_dir)
-        if self.card.task is not self.task:
-            raise ModelFolderError(
-                str(model_dir), f"the {type(self).__name__.lower()} needs a {self.task.value} model folder"
-            )
+        #: what the graphs output, and so what the results hold
+        self.task: Task = self.card.task
         folders, self.member_cards = self._members(members)
         #: the folder of each network run (this one, or the ensemble's members)
         self.member_dirs = folders
@@ -74,6 +66,8 @@ class OnnxModel:
         ]
         #: the first (or only) network's session
         self.session = self.sessions[0]
+        #: each graph's output names (members share a task; an old member may lack ``features``)
+        self._outputs = [[o.name for o in session.get_outputs()] for session in self.sessions]
         self.size = self.card.input.size
         self.classes = list(self.card.classes)
         calibration = self.card.calibration
@@ -101,8 +95,6 @@ class OnnxModel:
             raise ModelFolderError(str(self.model_dir), f"--members must be at least 1, got {limit}")
         if not self.card.members:
             return [self.model_dir], [self.card]
-        if not self.averages_members:
-            raise ModelFolderError(str(self.model_dir), f"the {type(self).__name__.lower()} runs single models only")
         folders = member_dirs(self.model_dir, self.card)[:limit]
         cards = [read_card(f) for f in folders]
         for folder, card in zip(folders, cards, strict=True):
@@ -112,14 +104,17 @@ class OnnxModel:
                 )
         return folders, cards
 
-    def run_members(self, batch: np.ndarray) -> list[list[np.ndarray]]:
-        """Every loaded network's raw outputs for one preprocessed batch; an ensemble's networks on the pool's
-        threads, each over a part of the batch, so that the cores stay busy whatever the count of members."""
+    def run_members(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Every loaded network's raw outputs for one preprocessed batch, by output name (``mask_prob``,
+        ``class_prob``, ``features``: those its graph has); an ensemble's networks on the pool's threads, each over
+        a part of the batch, so that the cores stay busy whatever the count of members."""
         if self._pool is None:
-            return [session.run(None, {"image": batch}) for session in self.sessions]
-        parts = np.array_split(batch, min(len(batch), self._cores))
-        runs = [[self._pool.submit(s.run, None, {"image": part}) for part in parts] for s in self.sessions]
-        return [[np.concatenate(out) for out in zip(*(r.result() for r in member), strict=True)] for member in runs]
+            outputs = [s.run(None, {"image": batch}) for s in self.sessions]
+        else:
+            parts = np.array_split(batch, min(len(batch), self._cores))
+            runs = [[self._pool.submit(s.run, None, {"image": part}) for part in parts] for s in self.sessions]
+            outputs = [[np.concatenate(o) for o in zip(*(r.result() for r in m), strict=True)] for m in runs]
+        return [dict(zip(names, out, strict=True)) for names, out in zip(self._outputs, outputs, strict=True)]
 
     def member_class_probabilities(self, outputs: list[np.ndarray]) -> np.ndarray:
         """``(members, N, classes)``: each ensemble member's class probabilities under that member's own temperature

@@ -1,15 +1,12 @@
 """The results table: the columns of ``analyze``'s results.csv (and the page's CSV download) and how a
-``Result.row()`` becomes one row of it."""
+``Result.row()`` becomes one row of it (the columns themselves: ``results.COLUMNS``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from braintumor.inference.analyzer import Result
+from braintumor.inference.results import COLUMNS
 from braintumor.inference.volume import VolumeResult
-
-#: The columns of results.csv: the fields of ``Result.row()``, in its order (one source for both).
-COLUMNS = list(Result(file="").row())
 
 
 def csv_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from braintumor import CLASSES
+from braintumor.bundle import ModelFolderError, Task
 from braintumor.imageio.scan import Scan, as_spacing
 from braintumor.imageio.series import Volume
-from braintumor.inference.analyzer import Result
+from braintumor.inference.results import Classification, Result, Segmentation
 from braintumor.inference.runtime import SpacingArg
 
 #: Slice spacing of the training data: the Figshare brain tumor set (Cheng et al. 2015, figshare
@@ -34,7 +36,10 @@ _CHUNK = 256
 
 
 class SliceAnalyzer(Protocol):
-    """What ``measure`` needs of an analyzer: ``Analyzer`` and ``Segmenter`` both have it."""
+    """What ``measure`` needs of an analyzer (the ``Analyzer`` has it): its task, and results for a batch."""
+
+    model_dir: Path
+    task: Task
 
     def analyze_scans(self, scans: list[Scan], spacing_mm: SpacingArg = None) -> list[Result]: ...
 
@@ -47,7 +52,7 @@ class VolumeResult:
     distinct per-slice warning once, with the number of slices that gave it; ``warnings`` the volume's own."""
 
     name: str
-    results: list[Result]
+    results: list[Segmentation]
     spacing_mm: tuple[float, float] | None
     slice_spacing_mm: float | None
     tumor_voxels: int = 0
@@ -102,9 +107,7 @@ class VolumeResult:
 
     def masks(self) -> list[np.ndarray]:
         """Every slice's 0/1 mask, in the volume's order: what the 3-D mask files are made of."""
-        masks = [r.mask for r in self.results if r.mask is not None]
-        assert len(masks) == self.n_slices, "every slice of a measured volume was analysed"
-        return masks
+        return [r.mask for r in self.results]
 
     def slice_rows(self) -> list[dict[str, Any]]:
         """Each slice's ``Result.row()`` with its number in the volume (from 1)."""
@@ -128,12 +131,18 @@ def measure(
       probabilities and no type."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if not analyzer.task.outlines:
+        raise ModelFolderError(
+            str(analyzer.model_dir), f"a {analyzer.task.value} model does not outline: a volume needs its masks"
+        )
     if volume.spacing_mm is None and spacing_mm is not None:
         volume = replace(volume, spacing_mm=as_spacing(spacing_mm), spacing_source="user")
     slices = list(volume.slices)
-    results: list[Result] = []
+    results: list[Segmentation] = []
     for start in range(0, len(slices), batch_size):
-        results += analyzer.analyze_scans(slices[start : start + batch_size], spacing_mm)
+        for r in analyzer.analyze_scans(slices[start : start + batch_size], spacing_mm):
+            assert isinstance(r, Segmentation), "a model that outlines answers with its mask"
+            results.append(r)
     pixels = [int(r.tumor_pixels) for r in results]
     tumor_slices = [i for i, n in enumerate(pixels) if n > 0]
     out = VolumeResult(
@@ -153,7 +162,7 @@ def measure(
     return out
 
 
-def _counted_warnings(results: list[Result]) -> dict[str, int]:
+def _counted_warnings(results: list[Segmentation]) -> dict[str, int]:
     """Each distinct per-slice warning once, with the number of slices that gave it.  Warnings that differ only in
     their figures (an out-of-distribution score, a confidence) are one warning, shown with the figures of the first
     slice that gave it and that slice's number."""
@@ -172,11 +181,12 @@ def _counted_warnings(results: list[Result]) -> dict[str, int]:
     }
 
 
-def _combine_type(out: VolumeResult, results: list[Result], pixels: list[int]) -> None:
+def _combine_type(out: VolumeResult, slices: list[Segmentation], pixels: list[int]) -> None:
     """``out.probabilities`` and ``out.label`` by the rule in ``measure``'s docstring."""
-    classes = list(dict.fromkeys(c for r in results for c in r.probabilities))
-    if not classes:
+    results = [r for r in slices if isinstance(r, Classification)]
+    if not results:  # a segmentation-only model
         return
+    classes = list(dict.fromkeys(c for r in results for c in r.probabilities))
     probs = np.array([[r.probabilities.get(c, 0.0) for c in classes] for r in results], dtype=np.float64)
     weights = np.asarray(pixels, dtype=np.float64)
     tumor = weights.sum() > 0
@@ -184,7 +194,7 @@ def _combine_type(out: VolumeResult, results: list[Result], pixels: list[int]) -
     out.probabilities = {c: float(p) for c, p in zip(classes, combined, strict=True)}
     candidates = [c for c in classes if c != "notumor"] if tumor else classes
     out.label = max(candidates or classes, key=out.probabilities.__getitem__)
-    said = Counter(r.label for r, n in zip(results, pixels, strict=True) if n and r.label)
+    said = Counter(r.label for r, n in zip(results, pixels, strict=True) if n)
     if len(said) > 1:
         votes = ", ".join(f"{label} {k}" for label, k in said.most_common())
         out.warnings.append(
@@ -195,7 +205,7 @@ def _combine_type(out: VolumeResult, results: list[Result], pixels: list[int]) -
         out.warnings.append(f"the classifier says {out.label} but the segmenter found no region in any slice")
 
 
-def _measure_size(out: VolumeResult, volume: Volume, results: list[Result], pixels: list[int]) -> None:
+def _measure_size(out: VolumeResult, volume: Volume, results: list[Segmentation], pixels: list[int]) -> None:
     """Volume and diameters, where the spacings are known."""
     spacing = volume.spacing_mm
     if spacing is None:
@@ -206,9 +216,8 @@ def _measure_size(out: VolumeResult, volume: Volume, results: list[Result], pixe
         out.volume_cm3 = out.tumor_voxels * spacing[0] * spacing[1] * volume.slice_spacing_mm / 1000.0
     if out.tumor_slices:
         out.largest_slice = int(np.argmax(pixels))  # the first of any tied
-        mask = results[out.largest_slice].mask
-        if spacing is not None and mask is not None:
-            out.diameters_mm = rano_diameters(mask, spacing)
+        if spacing is not None:
+            out.diameters_mm = rano_diameters(results[out.largest_slice].mask, spacing)
 
 
 def _geometry_warnings(volume: Volume) -> list[str]:

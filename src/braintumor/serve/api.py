@@ -32,14 +32,14 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from braintumor import __version__
-from braintumor.bundle import to_json
+from braintumor.bundle import ModelFolderError, Task, to_json
 from braintumor.errors import ScanError
 from braintumor.imageio import load_scan
 from braintumor.imageio.archive import read_uploads
 from braintumor.imageio.limits import MAX_UPLOAD_BYTES, MAX_VOLUME_UPLOAD_BYTES
 from braintumor.imageio.registry import format_name
 from braintumor.imageio.writers import MASK_KINDS, MASK_WRITERS, MaskError, mask_description, volume_masks
-from braintumor.inference import Analyzer
+from braintumor.inference import Analysis, Analyzer
 from braintumor.inference.volume import measure
 
 if TYPE_CHECKING:
@@ -339,7 +339,7 @@ def analyze_bytes(
     row = result.row()
     if mask is None:
         return row
-    assert result.mask is not None and result.scan is not None  # analyze raises rather than return an error result
+    assert isinstance(result, Analysis), "the API serves models that outline and classify (create_app checks)"
     if mask == "png":
         row["mask_png"] = mask_png(result.mask)
         return row
@@ -416,6 +416,8 @@ def create_app(
     analyses at once, ``queue`` more waiting up to ``queue_timeout`` s, request bodies within ``upload_memory``
     bytes (one upload within it and ``max_upload_bytes``, a whole scan's ``max_volume_upload_bytes``), and with a
     ``token`` every route but /health guarded."""
+    if analyzer.card.task is not Task.SEGMENT_AND_CLASSIFY:
+        raise ModelFolderError(str(analyzer.model_dir), "the API serves a model that outlines and classifies")
     gate = Gate(max_concurrent or default_max_concurrent(), queue, queue_timeout, upload_memory)
     card = analyzer.card
     app = FastAPI(
