@@ -36,10 +36,10 @@ from braintumor.bundle import (
 from braintumor.errors import ScanError
 from braintumor.imageio import load_scan
 from braintumor.imageio.writers import MASK_KINDS
-from braintumor.inference import Analysis, Analyzer, Result
+from braintumor.inference import Analyzer, Result
 from braintumor.serve import create_app
 from braintumor.serve.api import MASK_KINDS_ACCEPTED, MAX_UPLOAD_BYTES, RETRY_AFTER_S
-from conftest import DEV512, accepts_connections, png_bytes, write_dicom
+from conftest import DEV512, accepts_connections, glioma_analysis, png_bytes, write_dicom
 from test_app import free_port
 from test_outputs import NIFTI_AFFINES, SEG_STORAGE, _full_dicom, _marks, blob_forward
 
@@ -251,17 +251,7 @@ class Blocking:
     def analyze(self, data, spacing_mm=None, name=None) -> Result:
         self.started.set()
         assert self.release.wait(30)
-        return Analysis(
-            file=name,
-            scan=data,
-            spacing_mm=None,
-            spacing_source="unknown",
-            label="glioma",
-            probabilities={"glioma": 1.0},
-            mask=np.zeros(data.shape, np.uint8),
-            tumor_pixels=0,
-            area_cm2=None,
-        )
+        return glioma_analysis(data, name)
 
 
 def test_busy_server_without_a_queue_answers_503_with_retry_after():

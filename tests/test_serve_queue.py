@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from braintumor.bundle import SINGLE_MODEL_DIR, ModelCard, read_card
 from braintumor.cli import main
-from braintumor.inference import Analysis, Result
+from braintumor.inference import Result
 from braintumor.serve import api, create_app
 from braintumor.serve.api import (
     DEFAULT_QUEUE,
@@ -26,7 +26,7 @@ from braintumor.serve.api import (
     RETRY_AFTER_S,
     Gate,
 )
-from conftest import png_bytes
+from conftest import glioma_analysis, png_bytes
 from test_serve import blob, serve_args
 
 
@@ -42,17 +42,7 @@ class Held:
     def analyze(self, scan, spacing_mm=None, name=None) -> Result:
         self.started.append(name)
         assert self.release.wait(30)
-        return Analysis(
-            file=name,
-            scan=scan,
-            spacing_mm=None,
-            spacing_source="unknown",
-            label="glioma",
-            probabilities={"glioma": 1.0},
-            mask=np.zeros(scan.shape, np.uint8),
-            tumor_pixels=0,
-            area_cm2=None,
-        )
+        return glioma_analysis(scan, name)
 
 
 def upload(name: str = "a.png", side: int = 32) -> dict:
