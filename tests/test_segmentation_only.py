@@ -87,7 +87,7 @@ def test_analyze_and_the_page_with_a_segmentation_only_model(seed_unet, tmp_path
     Image.fromarray(pixels).save(tmp_path / "a.png")
     code = main(["analyze", str(tmp_path / "a.png"), "--model", str(seed_unet), "--spacing-mm", "0.5"])
     line = capsys.readouterr().out
-    assert code == 0 and line.startswith("a.png: area ") and "tumor type: not produced" in line
+    assert code == 0 and line.startswith(f"{tmp_path / 'a.png'}: area ") and "tumor type: not produced" in line
     assert main(["app", "--model", str(seed_unet)]) == 2
     assert "a segmentation model; the page shows a type and an outline" in capsys.readouterr().err
     with pytest.raises(ModelFolderError, match="the API serves a model that outlines and classifies"):
