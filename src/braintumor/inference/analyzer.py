@@ -100,7 +100,7 @@ class Analyzer(OnnxModel):
         if needs is not None and analyzer.task is not needs:
             raise ModelFolderError(
                 str(model_dir),
-                f"a {analyzer.task.value} model; this needs a {needs.value} model (type and outline)",
+                f"a {analyzer.task.value} model; this needs a {needs.value} model",
             )
         return analyzer
 
