@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from braintumor import CLASSES
+from braintumor.bundle import ModelFolderError
 from braintumor.data import Record, load_record, read_manifest
 from braintumor.data.splits import group_of
 from braintumor.errors import DatasetError, ScanError
@@ -49,7 +50,7 @@ def network_outputs(
         if inputs:
             _, p, f = analyzer.network(np.stack(inputs)[:, None])
             if p is None:
-                raise ScanError(str(analyzer.model_dir), "a segmentation-only model has no type to calibrate")
+                raise ModelFolderError(str(analyzer.model_dir), "a segmentation-only model has no type to calibrate")
             if f is None:
                 raise ScanError(
                     str(analyzer.model_dir),
