@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 
 README = ROOT / "README.md"
-PAGES = [README, ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [README, ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md")), *(ROOT / "candidates").glob("*.md")]
 README_MAX_LINES = 200
 ENSEMBLE_CV_MARKERS = ("<!-- ensemble-cv:start -->", "<!-- ensemble-cv:end -->")
 
