@@ -16,6 +16,7 @@ from braintumor.app.views import (
     MEMBERS_ENV,
     MODEL_ENV,
     OUTLINES_CAPTION,
+    PAGE_NEEDS,
     SPACING_HINT,
     STREAMLIT_OPTIONS,
     WEIGHTING_CAPTION,
@@ -33,7 +34,7 @@ from braintumor.app.views import (
     results_csv,
     with_expert,
 )
-from braintumor.bundle import Task
+from braintumor.bundle import Task, require_task
 from braintumor.inference import Analyzer
 
 if TYPE_CHECKING:  # torch is optional: Grad-CAM needs the 'train' extra
@@ -61,11 +62,9 @@ def enforce_options() -> None:
 def analyzer() -> Analyzer:
     """One model per process, shared by every session: the shipped one, or ``braintumor app --model``'s."""
     members = os.environ.get(MEMBERS_ENV)
-    return Analyzer.load(
-        os.environ.get(MODEL_ENV) or None,
-        members=int(members) if members else None,
-        needs=Task.SEGMENT_AND_CLASSIFY,  # the page shows a type and an outline
-    )
+    loaded = Analyzer.load(os.environ.get(MODEL_ENV) or None, members=int(members) if members else None)
+    require_task(loaded.model_dir, loaded.card, Task.SEGMENT_AND_CLASSIFY, PAGE_NEEDS)
+    return loaded
 
 
 @st.cache_resource(show_spinner="Loading Grad-CAM…")

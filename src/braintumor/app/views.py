@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # torch is optional: Grad-CAM needs the 'train' extra
 MAX_UPLOAD_MB = MAX_UPLOAD_BYTES >> 20
 #: ``braintumor app --model DIR --members N`` reaches the page (another process) through these
 MODEL_ENV, MEMBERS_ENV = "BRAINTUMOR_MODEL", "BRAINTUMOR_MEMBERS"
+#: why the page refuses a model folder of one head
+PAGE_NEEDS = "the page shows a type and an outline"
 # Streamlit settings for a page that strangers use: no telemetry, no error details or developer menu in the
 # browser, a small upload limit.  ``braintumor app`` passes them as flags and page.py sets them again at run
 # time, so a page started with a plain ``streamlit run`` gets them too.
@@ -250,7 +252,7 @@ def analyze_upload(
 def analysis(analyzer: Analyzer, scan: Scan, spacing_mm: float | None = None) -> Analysis:
     """The page's answer for a scan: type and outline (``page.analyzer`` loads only models that give both)."""
     result = analyzer.analyze(scan, spacing_mm=spacing_mm)
-    assert isinstance(result, Analysis), f"the page needs a model that outlines and classifies, not {analyzer.task}"
+    assert isinstance(result, Analysis), f"{PAGE_NEEDS}, not a {analyzer.task.value} model (page.analyzer checks)"
     return result
 
 

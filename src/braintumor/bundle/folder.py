@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from braintumor.bundle.card import FileEntry, Member, ModelCard
+from braintumor.bundle.card import FileEntry, Member, ModelCard, Task
 from braintumor.bundle.migrate import migrate
 from braintumor.errors import ModelFolderError
 
@@ -59,6 +59,12 @@ def read_card(model_dir: str | Path) -> ModelCard:
         return from_json(ModelCard, migrate(raw), "card")
     except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
         raise ModelFolderError(str(path), f"unusable model card: {err}") from None
+
+
+def require_task(where: str | Path, card: ModelCard, task: Task, why: str) -> None:
+    """Refuse, in one line saying ``why``, a model whose card's task is not the one a caller is built for."""
+    if card.task is not task:
+        raise ModelFolderError(str(where), f"a {card.task.value} model; {why}")
 
 
 def write_card(model_dir: str | Path, card: ModelCard) -> ModelCard:

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from braintumor.app.views import MEMBERS_ENV, MODEL_ENV, STREAMLIT_OPTIONS
-from braintumor.bundle import ModelFolderError, Task, read_card
+from braintumor.app.views import MEMBERS_ENV, MODEL_ENV, PAGE_NEEDS, STREAMLIT_OPTIONS
+from braintumor.bundle import Task, read_card, require_task
 from braintumor.commands.exposure import exposure_warning
 from braintumor.errors import MissingExtra
 
@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> NoReturn:
 
     if importlib.util.find_spec("streamlit") is None:
         raise MissingExtra("streamlit", "not installed; the web page needs it: pip install 'braintumor[app]'")
-    if args.model and (task := read_card(args.model).task) is not Task.SEGMENT_AND_CLASSIFY:
-        raise ModelFolderError(str(args.model), f"a {task.value} model; the page shows a type and an outline")
+    if args.model:  # before Streamlit starts: one line instead of a broken page
+        require_task(args.model, read_card(args.model), Task.SEGMENT_AND_CLASSIFY, PAGE_NEEDS)
     warning = exposure_warning(args.host)
     if warning:
         print(warning, file=sys.stderr)

@@ -3,7 +3,7 @@
 import argparse
 import csv
 
-from braintumor.bundle import Task
+from braintumor.bundle import Task, require_task
 from braintumor.errors import OptionError
 from braintumor.experiments.acquisition_shifts import COLUMNS, markdown, shift_table
 from braintumor.inference import Analyzer
@@ -14,7 +14,10 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.shift or ()) - set(SHIFTS))
     if unknown:
         raise OptionError("--shift", f"unknown shift {', '.join(unknown)}; choose from {', '.join(SHIFTS)}")
-    analyzer = Analyzer.load(args.model, needs=Task.SEGMENT_AND_CLASSIFY)  # the table scores type and outline
+    analyzer = Analyzer.load(args.model)
+    require_task(
+        analyzer.model_dir, analyzer.card, Task.SEGMENT_AND_CLASSIFY, "the shift table scores type and outline"
+    )
     rows, described = shift_table(args.data, analyzer, names=args.shift, limit=args.limit)
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "shifts.csv", "w", newline="") as f:

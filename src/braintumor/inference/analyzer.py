@@ -18,7 +18,7 @@ from typing import TypedDict, TypeVar
 
 import numpy as np
 
-from braintumor.bundle import DEFAULT_MODEL_DIR, ModelFolderError, Postprocessing, Task
+from braintumor.bundle import DEFAULT_MODEL_DIR, ModelFolderError, Postprocessing
 from braintumor.errors import ScanError
 from braintumor.imageio import Scan, load_scan
 from braintumor.imageio.registry import Source
@@ -92,17 +92,9 @@ class Analyzer(OnnxModel):
         model_dir: str | Path | None = None,
         memory_arena: bool = False,
         members: int | None = None,
-        needs: Task | None = None,
     ) -> Analyzer:
-        """The model folder (the shipped one when None; an ensemble's first ``members``); ``needs``: the task a
-        caller such as the page or the API is built for, refused with a reason when the folder's differs."""
-        analyzer = cls(model_dir or DEFAULT_MODEL_DIR, memory_arena=memory_arena, members=members)
-        if needs is not None and analyzer.task is not needs:
-            raise ModelFolderError(
-                str(model_dir),
-                f"a {analyzer.task.value} model; this needs a {needs.value} model",
-            )
-        return analyzer
+        """The model folder (the shipped one when None; an ensemble's first ``members``)."""
+        return cls(model_dir or DEFAULT_MODEL_DIR, memory_arena=memory_arena, members=members)
 
     def analyze(
         self,

@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from braintumor import __version__
-from braintumor.bundle import ModelFolderError, Task, to_json
+from braintumor.bundle import Task, require_task, to_json
 from braintumor.errors import ScanError
 from braintumor.imageio import load_scan
 from braintumor.imageio.archive import read_uploads
@@ -416,8 +416,12 @@ def create_app(
     analyses at once, ``queue`` more waiting up to ``queue_timeout`` s, request bodies within ``upload_memory``
     bytes (one upload within it and ``max_upload_bytes``, a whole scan's ``max_volume_upload_bytes``), and with a
     ``token`` every route but /health guarded."""
-    if analyzer.card.task is not Task.SEGMENT_AND_CLASSIFY:
-        raise ModelFolderError(str(analyzer.model_dir), "the API serves a model that outlines and classifies")
+    require_task(
+        analyzer.card.name,
+        analyzer.card,
+        Task.SEGMENT_AND_CLASSIFY,
+        "the API serves a model that outlines and classifies",
+    )
     gate = Gate(max_concurrent or default_max_concurrent(), queue, queue_timeout, upload_memory)
     card = analyzer.card
     app = FastAPI(
